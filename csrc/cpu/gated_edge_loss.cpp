@@ -1,0 +1,136 @@
+// CPU kernels of ktgfast::gated_edge_loss and its backward.
+//
+// Rows (destination, sample) are split across threads with at::parallel_for;
+// each row runs the shared math of common/gated_edge_loss.h with a serial lane
+// (stride-1 class loops that the compiler vectorises).  Per-sample results go to
+// (E, B) buffers that are reduced afterwards in a fixed order, so results are
+// deterministic for any thread count.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <vector>
+
+#include "../common/gated_edge_loss.h"
+#include "../common/gated_edge_loss_host.h"
+
+namespace ktgfast {
+namespace {
+
+// logits with unit class stride; other strides are kept (no copy for slices).
+at::Tensor class_contiguous(const at::Tensor& logits) {
+  return logits.stride(2) == 1 ? logits : logits.contiguous();
+}
+
+template <typename scalar_t>
+void run_rows(const at::Tensor& logits, const at::Tensor& labels, const at::Tensor& edge_index,
+              const at::Tensor& edge_params, const at::Tensor& progress, int64_t reduction,
+              const at::Tensor* weights, at::Tensor* row_loss, at::Tensor* row_gate,
+              at::Tensor& grad) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t M = logits.size(0), B = logits.size(1), C = logits.size(2);
+  const int64_t E = edge_index.size(0);
+  const scalar_t* z = logits.const_data_ptr<scalar_t>();
+  const int64_t sm = logits.stride(0), sb = logits.stride(1);
+  const int64_t* y = labels.const_data_ptr<int64_t>();
+  const int32_t* ei = edge_index.const_data_ptr<int32_t>();
+  const double* ep = edge_params.const_data_ptr<double>();
+  const acc_t prog = static_cast<acc_t>(*progress.const_data_ptr<double>());
+  const acc_t div = reduction == kReduceMean ? static_cast<acc_t>(B) : acc_t(1);
+  const acc_t* w = weights ? weights->const_data_ptr<acc_t>() : nullptr;
+  acc_t* rl = row_loss ? row_loss->mutable_data_ptr<acc_t>() : nullptr;
+  acc_t* rg = row_gate ? row_gate->mutable_data_ptr<acc_t>() : nullptr;
+  scalar_t* g = grad.mutable_data_ptr<scalar_t>();
+
+  const int64_t grain = std::max<int64_t>(1, 8192 / C);
+  at::parallel_for(0, M * B, grain, [&](int64_t begin, int64_t end) {
+    std::vector<acc_t> acc(C);
+    for (int64_t r = begin; r < end; ++r) {
+      const int64_t t = r / B, n = r % B;
+      edge_loss_row<acc_t, scalar_t>(SerialLanes{}, z, sm, sb, C, B, n, static_cast<int32_t>(t),
+                                     y, ei, ep, E, prog, div, w, rl, rg, acc.data(),
+                                     g + r * C);
+    }
+  });
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gated_edge_loss_cpu(
+    const at::Tensor& logits_in, const at::Tensor& labels_in, const at::Tensor& edge_index_in,
+    const at::Tensor& edge_params_in, const at::Tensor& progress, int64_t reduction) {
+  check_inputs(logits_in, labels_in, edge_index_in, edge_params_in, progress, reduction);
+  check_values_cpu(logits_in, labels_in, edge_index_in, edge_params_in);
+  const auto logits = class_contiguous(logits_in);
+  const auto labels = labels_in.contiguous();
+  const auto edge_index = edge_index_in.contiguous();
+  const auto edge_params = edge_params_in.contiguous();
+  const int64_t M = logits.size(0), B = logits.size(1), E = edge_index.size(0);
+  const auto ldt = loss_dtype(logits.scalar_type());
+  auto fopt = logits.options().dtype(ldt);
+  auto row_loss = at::zeros({E, B}, fopt);
+  auto row_gate = at::zeros({E, B}, fopt);
+  auto grad = at::empty({M, B, logits.size(2)}, logits.options());
+  auto edge_loss = at::empty({E}, fopt);
+  auto node_loss = at::zeros({M}, fopt);
+  auto count = at::empty({E}, logits.options().dtype(at::kLong));
+
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(),
+                                  "gated_edge_loss_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    run_rows<scalar_t>(logits, labels, edge_index, edge_params, progress, reduction, nullptr,
+                       &row_loss, &row_gate, grad);
+    const acc_t div = reduction == kReduceMean ? static_cast<acc_t>(B) : acc_t(1);
+    const acc_t* rl = row_loss.const_data_ptr<acc_t>();
+    const acc_t* rg = row_gate.const_data_ptr<acc_t>();
+    const int32_t* ei = edge_index.const_data_ptr<int32_t>();
+    const double* ep = edge_params.const_data_ptr<double>();
+    acc_t* el = edge_loss.mutable_data_ptr<acc_t>();
+    acc_t* nl = node_loss.mutable_data_ptr<acc_t>();
+    int64_t* cnt = count.mutable_data_ptr<int64_t>();
+    for (int64_t e = 0; e < E; ++e) {
+      acc_t s = 0;
+      int64_t k = 0;
+      for (int64_t n = 0; n < B; ++n) {
+        s += rl[e * B + n];
+        k += rg[e * B + n] > acc_t(0);
+      }
+      el[e] = static_cast<acc_t>(ep[e * kEdgeParamCols + kColCoef]) * s / div;
+      cnt[e] = k;
+      nl[ei[e * kEdgeIndexCols + kColDst]] += el[e];
+    }
+  });
+  return {edge_loss, node_loss, count, grad};
+}
+
+at::Tensor gated_edge_loss_backward_cpu(const at::Tensor& grad_edge, const at::Tensor& logits_in,
+                                        const at::Tensor& labels_in,
+                                        const at::Tensor& edge_index_in,
+                                        const at::Tensor& edge_params_in,
+                                        const at::Tensor& progress, int64_t reduction) {
+  check_inputs(logits_in, labels_in, edge_index_in, edge_params_in, progress, reduction);
+  TORCH_CHECK(grad_edge.dim() == 1 && grad_edge.size(0) == edge_index_in.size(0),
+              "gated_edge_loss_backward: grad_edge must be (E,) with E = ", edge_index_in.size(0),
+              ", got ", grad_edge.sizes());
+  check_values_cpu(logits_in, labels_in, edge_index_in, edge_params_in);
+  const auto logits = class_contiguous(logits_in);
+  const auto labels = labels_in.contiguous();
+  const auto edge_index = edge_index_in.contiguous();
+  const auto edge_params = edge_params_in.contiguous();
+  const auto weights = grad_edge.to(loss_dtype(logits.scalar_type())).contiguous();
+  auto grad = at::empty(logits.sizes(), logits.options().memory_format(at::MemoryFormat::Contiguous));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(),
+                                  "gated_edge_loss_backward_cpu", [&] {
+    run_rows<scalar_t>(logits, labels, edge_index, edge_params, progress, reduction, &weights,
+                       nullptr, nullptr, grad);
+  });
+  return grad;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(ktgfast, CPU, m) {
+  m.impl("gated_edge_loss", &gated_edge_loss_cpu);
+  m.impl("gated_edge_loss_backward", &gated_edge_loss_backward_cpu);
+}
+
+}  // namespace ktgfast

@@ -1,0 +1,212 @@
+// CUDA kernels of ktgfast::gated_edge_loss and its backward.
+//
+// Thin by design: one warp per destination row runs the shared math of
+// common/gated_edge_loss.h (which the CPU tests execute line for line); a second
+// single-block kernel reduces the (E, B) per-sample buffers in a fixed order.
+// Two launches for any number of edges, on the current stream, no host sync.
+// (Only c10 CUDA headers: ATen/cuda/CUDAContext.h drags in cuSPARSE/cuBLAS
+// headers that a bare toolkit may lack.)
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAStream.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include "../common/gated_edge_loss.h"
+#include "../common/gated_edge_loss_host.h"
+
+namespace ktgfast {
+namespace {
+
+constexpr int kWarp = 32;
+constexpr int kWarpsPerBlock = 4;
+constexpr int kReduceThreads = 256;
+
+// The 32 lanes of a warp; reductions by butterfly shuffles (every lane ends with
+// the result).
+struct WarpLanes {
+  static constexpr int kStride = kWarp;
+  int lane_;
+  KTG_HD int lane() const { return lane_; }
+  template <typename T>
+  KTG_HD T sum(T v) const {
+#if defined(__CUDA_ARCH__)
+    for (int o = kWarp / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+#endif
+    return v;
+  }
+  template <typename T>
+  KTG_HD void argmax(T& v, int64_t& i) const {
+#if defined(__CUDA_ARCH__)
+    for (int o = kWarp / 2; o > 0; o >>= 1) {
+      const T ov = __shfl_xor_sync(0xffffffffu, v, o);
+      const int64_t oi = __shfl_xor_sync(0xffffffffu, i, o);
+      if (ov > v || (ov == v && oi < i)) {
+        v = ov;
+        i = oi;
+      }
+    }
+#endif
+  }
+};
+
+template <typename scalar_t, typename acc_t>
+__global__ void edge_rows_kernel(const scalar_t* __restrict__ z, int64_t sm, int64_t sb,
+                                 int64_t M, int64_t B, int64_t C,
+                                 const int64_t* __restrict__ labels,
+                                 const int32_t* __restrict__ edge_index,
+                                 const double* __restrict__ edge_params, int64_t E,
+                                 const double* __restrict__ progress, acc_t div,
+                                 const acc_t* __restrict__ weights, acc_t* row_loss,
+                                 acc_t* row_gate, acc_t* workspace, scalar_t* grad) {
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp;
+  if (r >= M * B) return;  // whole warps leave together, shuffles stay converged
+  const int64_t t = r / B, n = r % B;
+  // Accumulate in place when the gradient dtype is the accumulation dtype.
+  acc_t* acc = workspace ? workspace + r * C : reinterpret_cast<acc_t*>(grad + r * C);
+  edge_loss_row<acc_t, scalar_t>(WarpLanes{static_cast<int>(threadIdx.x % kWarp)}, z, sm, sb, C,
+                                 B, n, static_cast<int32_t>(t), labels, edge_index, edge_params,
+                                 E, static_cast<acc_t>(*progress), div, weights, row_loss,
+                                 row_gate, acc, workspace ? grad + r * C : nullptr);
+}
+
+template <typename acc_t>
+__global__ void edge_reduce_kernel(const acc_t* __restrict__ row_loss,
+                                   const acc_t* __restrict__ row_gate,
+                                   const int32_t* __restrict__ edge_index,
+                                   const double* __restrict__ edge_params, int64_t E, int64_t B,
+                                   int64_t M, acc_t div, acc_t* edge_loss, acc_t* node_loss,
+                                   int64_t* count) {
+  __shared__ acc_t s_sum[kReduceThreads];
+  __shared__ int64_t s_cnt[kReduceThreads];
+  const int tid = threadIdx.x;
+  for (int64_t e = 0; e < E; ++e) {
+    acc_t s = 0;
+    int64_t k = 0;
+    for (int64_t n = tid; n < B; n += kReduceThreads) {
+      s += row_loss[e * B + n];
+      k += row_gate[e * B + n] > acc_t(0);
+    }
+    s_sum[tid] = s;
+    s_cnt[tid] = k;
+    __syncthreads();
+    for (int w = kReduceThreads / 2; w > 0; w >>= 1) {
+      if (tid < w) {
+        s_sum[tid] += s_sum[tid + w];
+        s_cnt[tid] += s_cnt[tid + w];
+      }
+      __syncthreads();
+    }
+    if (tid == 0) {
+      edge_loss[e] = static_cast<acc_t>(edge_params[e * kEdgeParamCols + kColCoef]) * s_sum[0] / div;
+      count[e] = s_cnt[0];
+    }
+    __syncthreads();
+  }
+  // Per-destination sums in edge order (deterministic).
+  for (int64_t m = tid; m < M; m += kReduceThreads) {
+    acc_t s = 0;
+    for (int64_t e = 0; e < E; ++e) {
+      if (edge_index[e * kEdgeIndexCols + kColDst] == m) s += edge_loss[e];
+    }
+    node_loss[m] = s;
+  }
+}
+
+template <typename scalar_t>
+void launch_rows(const at::Tensor& logits, const at::Tensor& labels, const at::Tensor& edge_index,
+                 const at::Tensor& edge_params, const at::Tensor& progress, int64_t reduction,
+                 const at::Tensor* weights, at::Tensor* row_loss, at::Tensor* row_gate,
+                 at::Tensor& grad) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t M = logits.size(0), B = logits.size(1), C = logits.size(2);
+  const int64_t rows = M * B;
+  if (rows == 0) return;
+  at::Tensor workspace;
+  if (!std::is_same<scalar_t, acc_t>::value) {
+    workspace = at::empty({rows, C}, logits.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
+  }
+  const acc_t div = reduction == kReduceMean ? static_cast<acc_t>(B) : acc_t(1);
+  const int64_t blocks = (rows + kWarpsPerBlock - 1) / kWarpsPerBlock;
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  edge_rows_kernel<scalar_t, acc_t><<<blocks, kWarpsPerBlock * kWarp, 0, stream>>>(
+      logits.const_data_ptr<scalar_t>(), logits.stride(0), logits.stride(1), M, B, C,
+      labels.const_data_ptr<int64_t>(), edge_index.const_data_ptr<int32_t>(),
+      edge_params.const_data_ptr<double>(), edge_index.size(0), progress.const_data_ptr<double>(),
+      div, weights ? weights->const_data_ptr<acc_t>() : nullptr,
+      row_loss ? row_loss->mutable_data_ptr<acc_t>() : nullptr,
+      row_gate ? row_gate->mutable_data_ptr<acc_t>() : nullptr,
+      workspace.defined() ? workspace.mutable_data_ptr<acc_t>() : nullptr,
+      grad.mutable_data_ptr<scalar_t>());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+at::Tensor class_contiguous(const at::Tensor& logits) {
+  return logits.stride(2) == 1 ? logits : logits.contiguous();
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gated_edge_loss_cuda(
+    const at::Tensor& logits_in, const at::Tensor& labels_in, const at::Tensor& edge_index_in,
+    const at::Tensor& edge_params_in, const at::Tensor& progress, int64_t reduction) {
+  check_inputs(logits_in, labels_in, edge_index_in, edge_params_in, progress, reduction);
+  const c10::cuda::CUDAGuard guard(logits_in.device());
+  const auto logits = class_contiguous(logits_in);
+  const auto labels = labels_in.contiguous();
+  const auto edge_index = edge_index_in.contiguous();
+  const auto edge_params = edge_params_in.contiguous();
+  const int64_t M = logits.size(0), B = logits.size(1), E = edge_index.size(0);
+  auto fopt = logits.options().dtype(loss_dtype(logits.scalar_type()));
+  auto row_loss = at::zeros({E, B}, fopt);
+  auto row_gate = at::zeros({E, B}, fopt);
+  auto grad = at::empty({M, B, logits.size(2)}, logits.options());
+  auto edge_loss = at::zeros({E}, fopt);
+  auto node_loss = at::zeros({M}, fopt);
+  auto count = at::zeros({E}, logits.options().dtype(at::kLong));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(),
+                                  "gated_edge_loss_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    launch_rows<scalar_t>(logits, labels, edge_index, edge_params, progress, reduction, nullptr,
+                          &row_loss, &row_gate, grad);
+    if (M * B == 0) return;
+    const acc_t div = reduction == kReduceMean ? static_cast<acc_t>(B) : acc_t(1);
+    edge_reduce_kernel<acc_t><<<1, kReduceThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+        row_loss.const_data_ptr<acc_t>(), row_gate.const_data_ptr<acc_t>(),
+        edge_index.const_data_ptr<int32_t>(), edge_params.const_data_ptr<double>(), E, B, M, div,
+        edge_loss.mutable_data_ptr<acc_t>(), node_loss.mutable_data_ptr<acc_t>(),
+        count.mutable_data_ptr<int64_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+  return {edge_loss, node_loss, count, grad};
+}
+
+at::Tensor gated_edge_loss_backward_cuda(const at::Tensor& grad_edge, const at::Tensor& logits_in,
+                                         const at::Tensor& labels_in,
+                                         const at::Tensor& edge_index_in,
+                                         const at::Tensor& edge_params_in,
+                                         const at::Tensor& progress, int64_t reduction) {
+  check_inputs(logits_in, labels_in, edge_index_in, edge_params_in, progress, reduction);
+  TORCH_CHECK(grad_edge.dim() == 1 && grad_edge.size(0) == edge_index_in.size(0),
+              "gated_edge_loss_backward: grad_edge must be (E,) with E = ", edge_index_in.size(0),
+              ", got ", grad_edge.sizes());
+  const c10::cuda::CUDAGuard guard(logits_in.device());
+  const auto logits = class_contiguous(logits_in);
+  const auto weights = grad_edge.to(loss_dtype(logits.scalar_type())).contiguous();
+  auto grad = at::empty(logits.sizes(), logits.options().memory_format(at::MemoryFormat::Contiguous));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(),
+                                  "gated_edge_loss_backward_cuda", [&] {
+    launch_rows<scalar_t>(logits, labels_in.contiguous(), edge_index_in.contiguous(),
+                          edge_params_in.contiguous(), progress, reduction, &weights, nullptr,
+                          nullptr, grad);
+  });
+  return grad;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(ktgfast, CUDA, m) {
+  m.impl("gated_edge_loss", &gated_edge_loss_cuda);
+  m.impl("gated_edge_loss_backward", &gated_edge_loss_backward_cuda);
+}
+
+}  // namespace ktgfast
