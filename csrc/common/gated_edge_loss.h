@@ -22,11 +22,14 @@
 #define KTG_HD inline
 #endif
 
+// Vectorisation hints for the CPU's stride-1 class loops (ignored on the GPU).
 #if defined(__CUDA_ARCH__) || !defined(_OPENMP)
 #define KTG_SIMD_SUM(...)
+#define KTG_SIMD_MAX(...)
 #else
 #define KTG_PRAGMA(x) _Pragma(#x)
 #define KTG_SIMD_SUM(...) KTG_PRAGMA(omp simd reduction(+ : __VA_ARGS__))
+#define KTG_SIMD_MAX(...) KTG_PRAGMA(omp simd reduction(max : __VA_ARGS__))
 #endif
 
 namespace ktgfast {
@@ -94,7 +97,8 @@ KTG_HD float ktg_exp<float>(float x) {
 #else
   const float hi = 88.3762626647949f, lo = -87.3365478515625f;
   const float xc = x < lo ? lo : (x > hi ? hi : x);
-  const float fx = std::floor(xc * 1.44269504088896341f + 0.5f);
+  // n = round(x / ln2) by the 1.5 * 2^23 trick (SSE2 has no vector floor).
+  const float fx = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
   // Cody-Waite range reduction: r = xc - fx * ln2, in two parts for accuracy.
   float r = xc - fx * 0.693359375f;
   r = r + fx * 2.12194440e-4f;
@@ -139,79 +143,91 @@ KTG_HD acc_t gate_weight(int32_t gate, acc_t a, acc_t b, acc_t progress,
 struct SerialLanes {
   static constexpr int kStride = 1;
   KTG_HD int lane() const { return 0; }
+  KTG_HD bool owns(int64_t) const { return true; }
   template <typename T>
   KTG_HD T sum(T v) const { return v; }
+  template <typename T>
+  KTG_HD T max(T v) const { return v; }
   // (value, index) arg-max across lanes; ties resolve to the smallest index.
   template <typename T>
   KTG_HD void argmax(T&, int64_t&) const {}
 };
 
-// Row maximum and first arg-max over the lane's classes, then across lanes.
+// Row maximum (vectorisable).
 template <typename acc_t, typename scalar_t, typename Lanes>
-KTG_HD void row_max(const Lanes& lanes, const scalar_t* z, int64_t C, acc_t& m,
-                    int64_t& arg) {
+KTG_HD acc_t row_max(const Lanes& lanes, const scalar_t* z, int64_t C) {
   acc_t best = -INFINITY;
-  int64_t best_i = C;  // C means "none" (an all -inf or NaN row)
-  for (int64_t c = lanes.lane(); c < C; c += Lanes::kStride) {
+  const int64_t c0 = lanes.lane();
+  KTG_SIMD_MAX(best)
+  for (int64_t c = c0; c < C; c += Lanes::kStride) {
     const acc_t v = static_cast<acc_t>(z[c]);
-    if (v > best) {
-      best = v;
-      best_i = c;
-    }
+    best = v > best ? v : best;
   }
-  lanes.argmax(best, best_i);
-  m = best;
-  arg = best_i < C ? best_i : 0;
+  return lanes.max(best);
 }
 
-// sum_c exp((z_c - m) / T)
+// First arg-max of the row (the max itself is `m`, already known).
 template <typename acc_t, typename scalar_t, typename Lanes>
-KTG_HD acc_t row_sumexp(const Lanes& lanes, const scalar_t* z, int64_t C, acc_t m,
-                        acc_t inv_t) {
+KTG_HD int64_t row_argmax(const Lanes& lanes, const scalar_t* z, int64_t C, acc_t m) {
+  int64_t first = C;  // C = none (NaN rows)
+  for (int64_t c = lanes.lane(); c < C; c += Lanes::kStride) {
+    if (static_cast<acc_t>(z[c]) == m) {
+      first = c;
+      break;
+    }
+  }
+  acc_t v = m;
+  lanes.argmax(v, first);
+  return first < C ? first : 0;
+}
+
+// e[c] = exp((z_c - m) / T) into `e`; returns sum_c e[c].
+template <typename acc_t, typename scalar_t, typename Lanes>
+KTG_HD acc_t row_exp(const Lanes& lanes, const scalar_t* z, int64_t C, acc_t m, acc_t inv_t,
+                     acc_t* e) {
   acc_t s = 0;
   const int64_t c0 = lanes.lane();
   KTG_SIMD_SUM(s)
   for (int64_t c = c0; c < C; c += Lanes::kStride) {
-    s += ktg_exp<acc_t>((static_cast<acc_t>(z[c]) - m) * inv_t);
+    const acc_t v = ktg_exp<acc_t>((static_cast<acc_t>(z[c]) - m) * inv_t);
+    e[c] = v;
+    s += v;
   }
   return lanes.sum(s);
 }
 
-// Everything one destination row needs to know about one incoming edge.
+// Per-row scratch, C elements each (the CPU uses thread-local vectors, the GPU
+// a workspace; each lane only touches its own classes).
 template <typename acc_t>
-struct EdgeRowStats {
-  acc_t loss = 0;   // per-sample loss a(n), before gate and coefficient
-  acc_t gate = 0;   // per-sample gate weight g(n)
-  int64_t target = 0;   // class index for CE / PL
-  acc_t src_m = 0, src_log_s = 0;  // source shift and log-normaliser at T
-  acc_t cos = 0, cos_inv_norms = 0, cos_inv_nt = 0;  // cosine pieces
-};
-
-// Destination-row statistics cached across incoming edges of equal temperature.
-template <typename acc_t>
-struct DestStats {
-  acc_t m = 0;               // max of z_t
-  acc_t inv_t = -1;          // temperature the cached normaliser belongs to
-  acc_t log_s = 0;           // log sum exp((z_t - m) / T)
+struct RowScratch {
+  acc_t* acc;  // gradient accumulator
+  acc_t* et;   // exp((z_t - m_t) / T) of the destination at the cached T
+  acc_t* es;   // exp((z_s - m_s) / T) of the current edge's source
 };
 
 // The whole row.  `weights` (per-edge upstream gradient, may be null = 1)
 // scales the gradient; `row_loss`, `row_gate` ((E, B), may be null) receive the
-// gated per-sample loss and the gate weight; `acc` (C, acc_t) receives
-// sum_e d(L_e)/d(z_t) for this row; `grad_out` (C) gets acc converted.
+// gated per-sample loss and the gate weight; `scratch.acc` receives
+// sum_e d(L_e)/d(z_t) for this row and `grad_out` (may be null) a copy of it.
+//
+// Exponentials: one per class for the destination (per distinct temperature)
+// and one per class per incoming kl / cos edge; everything else reuses them.
 template <typename acc_t, typename scalar_t, typename Lanes>
 KTG_HD void edge_loss_row(const Lanes& lanes, const scalar_t* logits, int64_t stride_m,
                           int64_t stride_b, int64_t C, int64_t B, int64_t n, int32_t t,
                           const int64_t* labels, const int32_t* edge_index,
                           const double* edge_params, int64_t E, acc_t progress,
                           acc_t batch_div, const acc_t* weights, acc_t* row_loss,
-                          acc_t* row_gate, acc_t* acc, scalar_t* grad_out) {
+                          acc_t* row_gate, RowScratch<acc_t> scratch, scalar_t* grad_out) {
   const scalar_t* zt = logits + t * stride_m + n * stride_b;
-  for (int64_t c = lanes.lane(); c < C; c += Lanes::kStride) acc[c] = acc_t(0);
+  acc_t* acc = scratch.acc;
+  acc_t* et = scratch.et;
+  acc_t* es = scratch.es;
+  const int64_t c0 = lanes.lane();
+  for (int64_t c = c0; c < C; c += Lanes::kStride) acc[c] = acc_t(0);
 
-  DestStats<acc_t> dst;
-  int64_t dst_arg;
-  row_max<acc_t>(lanes, zt, C, dst.m, dst_arg);
+  const acc_t mt = row_max<acc_t>(lanes, zt, C);
+  acc_t cached_inv_t = -1, st = 0, log_st = 0, nt = -1;  // destination at cached T
 
   for (int64_t e = 0; e < E; ++e) {
     const int32_t* ei = edge_index + e * kEdgeIndexCols;
@@ -221,113 +237,101 @@ KTG_HD void edge_loss_row(const Lanes& lanes, const scalar_t* logits, int64_t st
     const acc_t inv_t = acc_t(1) / static_cast<acc_t>(ep[kColTemp]);
     const acc_t upstream = weights ? weights[e] : acc_t(1);
     const bool label_source = src == kLabelSource;
+    const bool to_label = label_source || kind == kLossCE;
     const int64_t y = labels[n];
 
-    // Destination normaliser at this edge's temperature (cached by T).
-    if (inv_t != dst.inv_t) {
-      dst.inv_t = inv_t;
-      dst.log_s = ktg_log(row_sumexp<acc_t>(lanes, zt, C, dst.m, inv_t));
-    }
-
-    EdgeRowStats<acc_t> st;
+    // Source statistics: shift, arg-max (only when a gate or loss needs it).
     const scalar_t* zs = label_source ? nullptr : logits + src * stride_m + n * stride_b;
-    acc_t src_maxprob = 1;
-    bool src_correct = true;
+    acc_t ms = 0, src_maxprob = 1;
+    int64_t src_arg = 0;
     if (!label_source) {
-      int64_t arg;
-      row_max<acc_t>(lanes, zs, C, st.src_m, arg);
-      src_correct = arg == y;
-      st.target = arg;
-      if (gate == kGateThreshold) {
-        src_maxprob = acc_t(1) / row_sumexp<acc_t>(lanes, zs, C, st.src_m, acc_t(1));
-      }
+      ms = row_max<acc_t>(lanes, zs, C);
+      if (gate == kGateCorrect || kind == kLossPL) src_arg = row_argmax<acc_t>(lanes, zs, C, ms);
     }
-    st.gate = gate_weight<acc_t>(gate, static_cast<acc_t>(ep[kColGateA]),
-                                 static_cast<acc_t>(ep[kColGateB]), progress,
-                                 label_source, src_correct, src_maxprob);
-    if (row_gate) row_gate[e * B + n] = st.gate;
+    const bool need_es = !to_label && (kind == kLossKL || kind == kLossCos);
+    acc_t ss = 0;
+    if (!label_source && gate == kGateThreshold) {
+      // FixMatch's confidence is at T = 1; reuse the source exps when T = 1.
+      ss = row_exp<acc_t>(lanes, zs, C, ms, acc_t(1), es);
+      src_maxprob = acc_t(1) / ss;
+    }
+    const acc_t g = gate_weight<acc_t>(gate, static_cast<acc_t>(ep[kColGateA]),
+                                       static_cast<acc_t>(ep[kColGateB]), progress,
+                                       label_source, src_arg == y, src_maxprob);
+    if (row_gate) row_gate[e * B + n] = g;
     // A closed gate contributes nothing: skipping also avoids 0 * inf.
-    if (st.gate == acc_t(0)) {
+    if (g == acc_t(0) || (upstream == acc_t(0) && !row_loss)) {
       if (row_loss) row_loss[e * B + n] = 0;
       continue;
     }
 
-    const bool to_label = label_source || kind == kLossCE;
+    if (inv_t != cached_inv_t) {  // destination exps at this temperature
+      cached_inv_t = inv_t;
+      st = row_exp<acc_t>(lanes, zt, C, mt, inv_t, et);
+      log_st = ktg_log(st);
+      nt = -1;
+    }
+    if (need_es && !(gate == kGateThreshold && inv_t == acc_t(1))) {
+      ss = row_exp<acc_t>(lanes, zs, C, ms, inv_t, es);
+    }
+
+    const acc_t scale =
+        static_cast<acc_t>(ep[kColCoef]) * g * upstream * inv_t / batch_div;
+    const acc_t inv_st = acc_t(1) / st;
+    acc_t loss;
     if (to_label || kind == kLossPL) {
-      // Cross-entropy at T: log S_t - (z_t[y] - m_t) / T.
-      st.target = to_label ? y : st.target;
+      // Cross-entropy at T: log S_t - (z_t[y] - m_t) / T; grad (q - onehot) / T.
+      const int64_t target = to_label ? y : src_arg;
 #if defined(__CUDA_ARCH__)
-      CUDA_KERNEL_ASSERT(st.target >= 0 && st.target < C && "gated_edge_loss: label out of range");
+      CUDA_KERNEL_ASSERT(target >= 0 && target < C && "gated_edge_loss: label out of range");
 #endif
-      st.loss = dst.log_s - (static_cast<acc_t>(zt[st.target]) - dst.m) * inv_t;
+      loss = log_st - (static_cast<acc_t>(zt[target]) - mt) * inv_t;
+      const acc_t sq = scale * inv_st;
+      for (int64_t c = c0; c < C; c += Lanes::kStride) acc[c] += sq * et[c];
+      if (lanes.owns(target)) acc[target] -= scale;
     } else if (kind == kLossKL) {
-      // KL = sum_c p_c ((zs_c - ms) - (zt_c - mt)) / T - log S_s + log S_t,
-      // with the shifted logits so that large logits do not cancel.
-      acc_t s = 0, w = 0;
-      const int64_t c0 = lanes.lane();
-      KTG_SIMD_SUM(s, w)
+      // KL = sum_c p_c ((zs_c - ms) - (zt_c - mt)) / T - log S_s + log S_t, on
+      // shifted logits so that large logits do not cancel; 0 log 0 = 0.
+      acc_t w = 0;
+      KTG_SIMD_SUM(w)
       for (int64_t c = c0; c < C; c += Lanes::kStride) {
-        const acc_t ds = static_cast<acc_t>(zs[c]) - st.src_m;
-        const acc_t ex = ktg_exp<acc_t>(ds * inv_t);
-        const acc_t diff = (ds - (static_cast<acc_t>(zt[c]) - dst.m)) * inv_t;
-        s += ex;
-        w += ex > acc_t(0) ? ex * diff : acc_t(0);  // 0 * log 0 = 0
+        const acc_t diff =
+            ((static_cast<acc_t>(zs[c]) - ms) - (static_cast<acc_t>(zt[c]) - mt)) * inv_t;
+        w += es[c] > acc_t(0) ? es[c] * diff : acc_t(0);
       }
-      s = lanes.sum(s);
       w = lanes.sum(w);
-      st.src_log_s = ktg_log(s);
-      st.loss = w / s - st.src_log_s + dst.log_s;
+      const acc_t inv_ss = acc_t(1) / ss;
+      loss = w * inv_ss - ktg_log(ss) + log_st;
+      const acc_t sq = scale * inv_st, sp = scale * inv_ss;
+      for (int64_t c = c0; c < C; c += Lanes::kStride) acc[c] += sq * et[c] - sp * es[c];
     } else {
-      // Cosine of the two distributions; the softmax normalisers cancel.
-      acc_t dot = 0, ns = 0, nt = 0;
-      const int64_t c0 = lanes.lane();
-      KTG_SIMD_SUM(dot, ns, nt)
+      // Cosine of the two distributions (the softmax normalisers cancel);
+      // d cos / d z_t = (1/T) (e_t e_s / sqrt(ns nt) - cos e_t^2 / nt).
+      acc_t dot = 0, ns = 0;
+      KTG_SIMD_SUM(dot, ns)
       for (int64_t c = c0; c < C; c += Lanes::kStride) {
-        const acc_t es = ktg_exp<acc_t>((static_cast<acc_t>(zs[c]) - st.src_m) * inv_t);
-        const acc_t et = ktg_exp<acc_t>((static_cast<acc_t>(zt[c]) - dst.m) * inv_t);
-        dot += es * et;
-        ns += es * es;
-        nt += et * et;
+        dot += es[c] * et[c];
+        ns += es[c] * es[c];
       }
       dot = lanes.sum(dot);
       ns = lanes.sum(ns);
-      nt = lanes.sum(nt);
-      st.cos_inv_norms = acc_t(1) / ktg_sqrt(ns * nt);
-      st.cos_inv_nt = acc_t(1) / nt;
-      st.cos = dot * st.cos_inv_norms;
-      st.loss = st.cos;
+      if (nt < acc_t(0)) {
+        acc_t v = 0;
+        KTG_SIMD_SUM(v)
+        for (int64_t c = c0; c < C; c += Lanes::kStride) v += et[c] * et[c];
+        nt = lanes.sum(v);
+      }
+      const acc_t inv_norms = acc_t(1) / ktg_sqrt(ns * nt);
+      const acc_t cos = dot * inv_norms;
+      loss = cos;
+      const acc_t a = scale * inv_norms, b = scale * cos / nt;
+      for (int64_t c = c0; c < C; c += Lanes::kStride) acc[c] += et[c] * (a * es[c] - b * et[c]);
     }
-    if (row_loss) row_loss[e * B + n] = st.gate * st.loss;
-
-    // Gradient of coef * g * a / batch_div w.r.t. z_t, in closed form per class.
-    const acc_t scale = static_cast<acc_t>(ep[kColCoef]) * st.gate * upstream * inv_t / batch_div;
-    const int64_t c0 = lanes.lane();
-    if (to_label || kind == kLossPL) {
-      for (int64_t c = c0; c < C; c += Lanes::kStride) {
-        const acc_t q = ktg_exp<acc_t>((static_cast<acc_t>(zt[c]) - dst.m) * inv_t - dst.log_s);
-        acc[c] += scale * (c == st.target ? q - acc_t(1) : q);
-      }
-    } else if (kind == kLossKL) {
-      for (int64_t c = c0; c < C; c += Lanes::kStride) {
-        const acc_t q = ktg_exp<acc_t>((static_cast<acc_t>(zt[c]) - dst.m) * inv_t - dst.log_s);
-        const acc_t p =
-            ktg_exp<acc_t>((static_cast<acc_t>(zs[c]) - st.src_m) * inv_t - st.src_log_s);
-        acc[c] += scale * (q - p);
-      }
-    } else {
-      // d cos / d z_t = (1/T) (e_t e_s / sqrt(ns nt) - cos e_t^2 / nt)
-      for (int64_t c = c0; c < C; c += Lanes::kStride) {
-        const acc_t es = ktg_exp<acc_t>((static_cast<acc_t>(zs[c]) - st.src_m) * inv_t);
-        const acc_t et = ktg_exp<acc_t>((static_cast<acc_t>(zt[c]) - dst.m) * inv_t);
-        acc[c] += scale * (et * es * st.cos_inv_norms - st.cos * et * et * st.cos_inv_nt);
-      }
-    }
+    if (row_loss) row_loss[e * B + n] = g * loss;
   }
 
   if (grad_out) {
-    for (int64_t c = lanes.lane(); c < C; c += Lanes::kStride) {
-      grad_out[c] = static_cast<scalar_t>(acc[c]);
-    }
+    for (int64_t c = c0; c < C; c += Lanes::kStride) grad_out[c] = static_cast<scalar_t>(acc[c]);
   }
 }
 

@@ -45,12 +45,12 @@ void run_rows(const at::Tensor& logits, const at::Tensor& labels, const at::Tens
 
   const int64_t grain = std::max<int64_t>(1, 8192 / C);
   at::parallel_for(0, M * B, grain, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> acc(C);
+    std::vector<acc_t> buf(3 * C);
+    const RowScratch<acc_t> scratch{buf.data(), buf.data() + C, buf.data() + 2 * C};
     for (int64_t r = begin; r < end; ++r) {
       const int64_t t = r / B, n = r % B;
       edge_loss_row<acc_t, scalar_t>(SerialLanes{}, z, sm, sb, C, B, n, static_cast<int32_t>(t),
-                                     y, ei, ep, E, prog, div, w, rl, rg, acc.data(),
-                                     g + r * C);
+                                     y, ei, ep, E, prog, div, w, rl, rg, scratch, g + r * C);
     }
   });
 }

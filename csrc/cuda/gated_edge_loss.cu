@@ -36,6 +36,17 @@ struct WarpLanes {
 #endif
     return v;
   }
+  KTG_HD bool owns(int64_t c) const { return c % kWarp == lane_; }
+  template <typename T>
+  KTG_HD T max(T v) const {
+#if defined(__CUDA_ARCH__)
+    for (int o = kWarp / 2; o > 0; o >>= 1) {
+      const T ov = __shfl_xor_sync(0xffffffffu, v, o);
+      v = ov > v ? ov : v;
+    }
+#endif
+    return v;
+  }
   template <typename T>
   KTG_HD void argmax(T& v, int64_t& i) const {
 #if defined(__CUDA_ARCH__)
@@ -59,16 +70,21 @@ __global__ void edge_rows_kernel(const scalar_t* __restrict__ z, int64_t sm, int
                                  const double* __restrict__ edge_params, int64_t E,
                                  const double* __restrict__ progress, acc_t div,
                                  const acc_t* __restrict__ weights, acc_t* row_loss,
-                                 acc_t* row_gate, acc_t* workspace, scalar_t* grad) {
+                                 acc_t* row_gate, acc_t* workspace, bool in_place,
+                                 scalar_t* grad) {
   const int64_t r = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp;
   if (r >= M * B) return;  // whole warps leave together, shuffles stay converged
   const int64_t t = r / B, n = r % B;
-  // Accumulate in place when the gradient dtype is the accumulation dtype.
-  acc_t* acc = workspace ? workspace + r * C : reinterpret_cast<acc_t*>(grad + r * C);
+  const int64_t rows = M * B;
+  // workspace = [et | es | acc] planes of (rows, C); accumulate straight into
+  // the gradient when its dtype is the accumulation dtype.
+  RowScratch<acc_t> scratch{
+      in_place ? reinterpret_cast<acc_t*>(grad + r * C) : workspace + (2 * rows + r) * C,
+      workspace + r * C, workspace + (rows + r) * C};
   edge_loss_row<acc_t, scalar_t>(WarpLanes{static_cast<int>(threadIdx.x % kWarp)}, z, sm, sb, C,
                                  B, n, static_cast<int32_t>(t), labels, edge_index, edge_params,
                                  E, static_cast<acc_t>(*progress), div, weights, row_loss,
-                                 row_gate, acc, workspace ? grad + r * C : nullptr);
+                                 row_gate, scratch, in_place ? nullptr : grad + r * C);
 }
 
 template <typename acc_t>
@@ -123,10 +139,9 @@ void launch_rows(const at::Tensor& logits, const at::Tensor& labels, const at::T
   const int64_t M = logits.size(0), B = logits.size(1), C = logits.size(2);
   const int64_t rows = M * B;
   if (rows == 0) return;
-  at::Tensor workspace;
-  if (!std::is_same<scalar_t, acc_t>::value) {
-    workspace = at::empty({rows, C}, logits.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
-  }
+  constexpr bool in_place = std::is_same<scalar_t, acc_t>::value;
+  at::Tensor workspace = at::empty({in_place ? 2 : 3, rows, C},
+                                   logits.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
   const acc_t div = reduction == kReduceMean ? static_cast<acc_t>(B) : acc_t(1);
   const int64_t blocks = (rows + kWarpsPerBlock - 1) / kWarpsPerBlock;
   auto stream = c10::cuda::getCurrentCUDAStream();
@@ -137,8 +152,7 @@ void launch_rows(const at::Tensor& logits, const at::Tensor& labels, const at::T
       div, weights ? weights->const_data_ptr<acc_t>() : nullptr,
       row_loss ? row_loss->mutable_data_ptr<acc_t>() : nullptr,
       row_gate ? row_gate->mutable_data_ptr<acc_t>() : nullptr,
-      workspace.defined() ? workspace.mutable_data_ptr<acc_t>() : nullptr,
-      grad.mutable_data_ptr<scalar_t>());
+      workspace.mutable_data_ptr<acc_t>(), in_place, grad.mutable_data_ptr<scalar_t>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 

@@ -1,0 +1,209 @@
+"""Forward + backward of every edge of a KTG graph: ktgfast vs three references,
+all measured in the same run (issue: benchmark of ``gated_edge_loss`` on CPU).
+
+Implementations, one benchmark group per graph so they sit side by side:
+
+* ``per_edge_loop``       (a) public-KTG style: one functional loss and gate per
+                          edge, ``.item()`` checks, one ``backward`` per node
+                          (``per_edge_loop.py``), separate (B, C) leaf per node;
+* ``reference``           (b) ``ktgfast.reference.gated_edge_loss`` (eager);
+* ``reference_compiled``  (c) ``torch.compile`` of (b), compiled and warmed up
+                          outside the timed region;
+* ``ktgfast``             (d) ``ktgfast.ops.gated_edge_loss``, EdgeTable and the
+                          float64 progress tensor built once outside the timing.
+
+(b)-(d) time ``node_loss.sum().backward()`` on one (M, B, C) leaf.  Before
+timing, every implementation's node losses and gradients are checked against
+ktgfast (and ktgfast against the float64 reference), so no wrong code is timed.
+Speed is never asserted here: ``report.py`` prints the ratios.
+
+Run by path (``testpaths`` excludes this folder):
+    python -m pytest benchmarks/test_bench_gated_edge_loss.py \
+        --benchmark-json=benchmarks/results/cpu_gated_edge_loss.json
+``KTGFAST_BENCH_SECONDS`` (default 1.0) is the timed budget per benchmark.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+pytest.importorskip("pytest_benchmark")
+
+from ktgfast import ops, reference  # noqa: E402
+from ktgfast.edges import EdgeSpec, EdgeTable  # noqa: E402
+from per_edge_loop import per_edge_loop  # noqa: E402  (benchmarks/ is on sys.path via conftest)
+
+if not ops.extension_available():
+    pytest.skip("ktgfast._C is not built", allow_module_level=True)
+
+B = 128
+SECONDS = float(os.environ.get("KTGFAST_BENCH_SECONDS", "1.0"))
+MIN_ROUNDS, MAX_ROUNDS = 5, 1000
+PROGRESS = 0.3  # k / k_end; linear gate 0.3, sine gate (f=1) 0.976
+
+
+def full_graph(m: int) -> list[EdgeSpec]:
+    """KTG / DML: label CE into every node, KL (T = 1, through) between every
+    ordered pair of distinct nodes: M + M(M-1) edges."""
+    edges = [EdgeSpec("label", t, loss="ce") for t in range(m)]
+    edges += [EdgeSpec(s, t, loss="kl", T=1.0) for t in range(m) for s in range(m) if s != t]
+    return edges
+
+
+def mixed_graph(m: int) -> list[EdgeSpec]:
+    """The full graph with gates cycling correct / linear / sine over the node
+    edges, and one of them (0 -> 1) a cosine push instead of KL."""
+    edges = [EdgeSpec("label", t, loss="ce") for t in range(m)]
+    pairs = [(s, t) for t in range(m) for s in range(m) if s != t]
+    for i, (s, t) in enumerate(pairs):
+        gate = ("correct", "linear", "sine")[i % 3]
+        loss = "cos" if (s, t) == (0, 1) else "kl"
+        edges.append(EdgeSpec(s, t, loss=loss, gate=gate, T=1.0, f=1.0, phi=0.0))
+    return edges
+
+
+@dataclass(frozen=True)
+class Case:
+    variant: str
+    M: int
+    C: int
+
+    @property
+    def group(self) -> str:
+        return f"{self.variant} M={self.M} C={self.C}"
+
+    @property
+    def id(self) -> str:
+        return f"{self.variant}-M{self.M}-C{self.C}"
+
+    def specs(self) -> list[EdgeSpec]:
+        return full_graph(self.M) if self.variant == "full" else mixed_graph(self.M)
+
+
+CASES = [Case("full", m, c) for m in (2, 4, 7) for c in (100, 1000)] + [Case("mixed", 4, 100)]
+IMPLS = ["per_edge_loop", "reference", "reference_compiled", "ktgfast"]
+
+
+def make_inputs(case: Case):
+    """Logits of partly trained nodes: about half of each node's samples are
+    classified correctly, so ``correct`` gates pass some samples, not ~1 %."""
+    g = torch.Generator().manual_seed(1000 * case.M + case.C)
+    labels = torch.randint(0, case.C, (B,), generator=g)
+    logits = 2.0 * torch.randn(case.M, B, case.C, generator=g)
+    boost = (torch.rand(case.M, B, generator=g) < 0.5).float() * 8.0
+    logits[:, torch.arange(B), labels] += boost
+    return logits, labels
+
+
+@dataclass
+class Prepared:
+    fn: object        # the timed callable: forward + backward of all edges
+    result: object    # () -> (node_loss, grad) of one call, for the guard
+
+
+def prepare(impl: str, case: Case, logits: torch.Tensor, labels: torch.Tensor) -> Prepared:
+    specs = case.specs()
+    table = EdgeTable(specs, case.M)  # built once, outside the timed region
+    progress = torch.tensor(PROGRESS, dtype=torch.float64)
+
+    if impl == "per_edge_loop":
+        leaves = [logits[t].clone().requires_grad_() for t in range(case.M)]
+
+        def fn():
+            for z in leaves:
+                z.grad = None
+            return per_edge_loop(leaves, labels, specs, PROGRESS)
+
+        def result():
+            losses = fn()
+            node = torch.stack([torch.as_tensor(l, dtype=torch.float32).detach() for l in losses])
+            grad = torch.stack([z.grad if z.grad is not None else torch.zeros_like(z) for z in leaves])
+            return node, grad
+
+        return Prepared(fn, result)
+
+    z = logits.clone().requires_grad_()
+    if impl == "reference":
+        def loss(z, y, p):
+            return reference.gated_edge_loss(z, y, table, p).node_loss
+    elif impl == "reference_compiled":
+        torch._dynamo.reset()  # fresh cache per graph: no recompile limit, no dynamic shapes
+
+        def ref(z, y, p):
+            return reference.gated_edge_loss(z, y, table, p).node_loss
+
+        loss = torch.compile(ref, dynamic=False)
+    elif impl == "ktgfast":
+        def loss(z, y, p):
+            return ops.gated_edge_loss(z, y, table, p).node_loss
+    else:
+        raise ValueError(impl)
+
+    def fn():
+        z.grad = None
+        node = loss(z, labels, progress)
+        node.sum().backward()
+        return node
+
+    def result():
+        node = fn()
+        return node.detach(), z.grad
+
+    return Prepared(fn, result)
+
+
+def expected(case: Case, logits, labels):
+    """ktgfast's node losses and gradient; ktgfast itself checked in float64."""
+    specs = case.specs()
+    progress = torch.tensor(PROGRESS, dtype=torch.float64)
+    z = logits.clone().requires_grad_()
+    node = ops.gated_edge_loss(z, labels, EdgeTable(specs, case.M), progress).node_loss
+    node.sum().backward()
+    z64 = logits.double().requires_grad_()
+    node64 = reference.gated_edge_loss(z64, labels, specs, progress).node_loss
+    node64.sum().backward()
+    torch.testing.assert_close(node.double(), node64, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(z.grad.double(), z64.grad, rtol=1e-4, atol=1e-7)
+    return node.detach(), z.grad
+
+
+def rounds_for(fn) -> int:
+    """Rounds that fill about SECONDS of timed work (measured on warm calls)."""
+    t0 = time.perf_counter()
+    n = 0
+    while n < 3 or time.perf_counter() - t0 < 0.05:
+        fn()
+        n += 1
+    per_call = (time.perf_counter() - t0) / n
+    return int(min(MAX_ROUNDS, max(MIN_ROUNDS, SECONDS / per_call)))
+
+
+@pytest.mark.parametrize(
+    "case,impl",
+    [(c, i) for c in CASES for i in IMPLS],
+    ids=[f"{c.id}-{i}" for c in CASES for i in IMPLS],
+)
+def test_gated_edge_loss_fwd_bwd(benchmark, case: Case, impl: str):
+    logits, labels = make_inputs(case)
+    want_node, want_grad = expected(case, logits, labels)
+
+    prep = prepare(impl, case, logits, labels)
+    t0 = time.perf_counter()
+    node, grad = prep.result()  # first call: compiles (c), warms caches
+    first_call_s = time.perf_counter() - t0
+    # Correctness guard: never time an implementation that disagrees with ktgfast.
+    torch.testing.assert_close(node, want_node, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(grad, want_grad, rtol=1e-4, atol=1e-6)
+
+    rounds = rounds_for(prep.fn)  # also the warm-up
+    benchmark.group = case.group
+    benchmark.extra_info.update(
+        impl=impl, variant=case.variant, M=case.M, B=B, C=case.C,
+        edges=len(case.specs()), threads=torch.get_num_threads(),
+        first_call_s=round(first_call_s, 4),
+    )
+    benchmark.pedantic(prep.fn, rounds=rounds, iterations=1, warmup_rounds=2)
