@@ -1,0 +1,113 @@
+"""Named graphs: the collaborative-learning methods of SPEC §1 and §6.
+
+Every preset is a function of keyword parameters returning a :class:`Graph`;
+``get_preset("dml", k=3)`` builds one, ``list_presets()`` names them all.
+Models default to ``"auto"`` (the dataset's default model) so that a preset
+runs on any dataset; pass model names to reproduce a paper's setting.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Callable
+
+from ..edges import LABEL
+from .spec import AUTO_MODEL, Edge, Gate, Graph, Node
+
+PRESETS: dict[str, Callable[..., Graph]] = {}
+
+
+def register_preset(name: str):
+    def wrap(fn):
+        PRESETS[name] = fn
+        return fn
+
+    return wrap
+
+
+def list_presets() -> list[str]:
+    return sorted(PRESETS)
+
+
+def get_preset(name: str, **params) -> Graph:
+    if name not in PRESETS:
+        raise ValueError(f"unknown graph preset {name!r}; allowed: {', '.join(list_presets())}")
+    fn = PRESETS[name]
+    allowed = list(inspect.signature(fn).parameters)
+    for k in params:
+        if k not in allowed:
+            raise ValueError(f"preset {name!r} has no parameter {k!r}; allowed: {', '.join(allowed)}")
+    graph = fn(**params)
+    graph.name = graph.name or name
+    return graph
+
+
+def _label(dst: str, weight: float = 1.0) -> Edge:
+    return Edge(LABEL, dst, "ce", weight=weight)
+
+
+@register_preset("vanilla")
+def vanilla(model: str = AUTO_MODEL) -> Graph:
+    """One model trained on the labels only."""
+    return Graph([Node("student", model)], [_label("student")], "student")
+
+
+@register_preset("kd")
+def kd(student: str = AUTO_MODEL, teacher: str = AUTO_MODEL, T: float = 4.0, alpha: float = 0.9,
+       teacher_weights: str | None = None) -> Graph:
+    """Hinton KD: ``(1-α)·CE + α·T²·KL(p_teacher^T ‖ p_student^T)``, frozen teacher."""
+    nodes = [Node("student", student), Node("teacher", teacher, frozen=True, weights=teacher_weights)]
+    edges = [_label("student", 1 - alpha), Edge("teacher", "student", "kl", T=T, weight=alpha)]
+    return Graph(nodes, edges, "student")
+
+
+@register_preset("dml")
+def dml(k: int = 2, model: str = AUTO_MODEL, models: list[str] | None = None,
+        peer: str = "mean") -> Graph:
+    """Deep Mutual Learning with ``k`` peers, all edges Through.
+
+    ``peer="mean"`` weights each peer KL by 1/(k-1) as in the DML paper;
+    ``peer="sum"`` sums the edges as the KTG thesis does.
+    """
+    if k < 1:
+        raise ValueError(f"dml: k = {k}; at least one node is needed")
+    if peer not in ("mean", "sum"):
+        raise ValueError(f"dml: peer = {peer!r}; allowed: mean, sum")
+    models = list(models) if models else [model] * k
+    if len(models) != k:
+        raise ValueError(f"dml: {len(models)} models given for k = {k} nodes")
+    names = [f"node{i}" for i in range(k)]
+    w = 1.0 / (k - 1) if peer == "mean" and k > 1 else 1.0
+    edges = [_label(n) for n in names]
+    edges += [Edge(s, t, "kl", weight=w) for t in names for s in names if s != t]
+    return Graph([Node(n, m) for n, m in zip(names, models)], edges, names[0])
+
+
+@register_preset("ban")
+def ban(model: str = AUTO_MODEL, teacher_weights: str | None = None, T: float = 1.0) -> Graph:
+    """One Born-Again generation: a student of the same architecture learns from
+    labels and from the frozen previous generation."""
+    nodes = [Node("student", model), Node("teacher", model, frozen=True, weights=teacher_weights)]
+    return Graph(nodes, [_label("student"), Edge("teacher", "student", "kl", T=T)], "student")
+
+
+@register_preset("ta")
+def ta(teacher: str = AUTO_MODEL, assistant: str = AUTO_MODEL, student: str = AUTO_MODEL,
+       T: float = 4.0, alpha: float = 0.9, teacher_weights: str | None = None) -> Graph:
+    """Teacher Assistant: frozen teacher → assistant → student, each a KD edge."""
+    nodes = [Node("student", student), Node("assistant", assistant),
+             Node("teacher", teacher, frozen=True, weights=teacher_weights)]
+    edges = [
+        _label("assistant", 1 - alpha), Edge("teacher", "assistant", "kl", T=T, weight=alpha),
+        _label("student", 1 - alpha), Edge("assistant", "student", "kl", T=T, weight=alpha),
+    ]
+    return Graph(nodes, edges, "student")
+
+
+@register_preset("ktg-found-2node")
+def ktg_found_2node(target: str = "resnet32", auxiliary: str = "wrn28_2") -> Graph:
+    """The 2-node graph found by the thesis's search with four gates (SPEC §1):
+    ResNet32 ↔ WRN28-2, Correct gate on ResNet32 → WRN28-2, Through elsewhere."""
+    nodes = [Node("r32", target), Node("wrn", auxiliary)]
+    edges = [_label("r32"), _label("wrn"), Edge("wrn", "r32", "kl"),
+             Edge("r32", "wrn", "kl", gate=Gate("correct"))]
+    return Graph(nodes, edges, "r32")

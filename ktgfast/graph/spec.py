@@ -1,0 +1,237 @@
+"""Graph, Node, Edge and Gate: a knowledge-transfer graph as plain data.
+
+A graph is what a user writes in YAML; it is validated (``validate.py``) before
+any model is built and turned into the fused op's edge table by
+``Graph.edge_specs()``.  ``canonical()`` gives a form in which graphs that
+compute the same thing compare and hash equal: cutoff edges are dropped (they
+carry nothing), edges are sorted, gate parameters that a gate ignores are reset.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any
+
+from ..edges import GATE_KINDS, LABEL, EdgeSpec
+
+AUTO_MODEL = "auto"  # the dataset's default model, resolved by the trainer
+
+
+@dataclass(frozen=True)
+class Gate:
+    """Per-sample weight of an edge (see ``ktgfast.edges`` for the semantics)."""
+
+    kind: str = "through"
+    f: float = 0.0      # sine frequency
+    phi: float = 0.0    # sine phase (radians)
+    tau: float = 0.95   # threshold on the source's max probability
+
+    def canonical(self) -> "Gate":
+        if self.kind == "sine":
+            return Gate("sine", f=float(self.f), phi=float(self.phi) % (2 * math.pi))
+        if self.kind == "threshold":
+            return Gate("threshold", tau=float(self.tau))
+        return Gate(self.kind)
+
+    def __str__(self) -> str:
+        if self.kind == "sine":
+            return f"sine(f={self.f:.3g}, phi={self.phi:.3g})"
+        if self.kind == "threshold":
+            return f"threshold({self.tau:.3g})"
+        return self.kind
+
+    @classmethod
+    def parse(cls, value: Any, where: str = "gate") -> "Gate":
+        """A gate from a name (``"correct"``) or a mapping (``{kind: sine, f: .5}``)."""
+        if isinstance(value, Gate):
+            return value
+        if isinstance(value, str):
+            value = {"kind": value}
+        if not isinstance(value, dict):
+            raise ValueError(f"{where}: expected a gate name or mapping, got {value!r}")
+        _check_keys(value, cls, where)
+        kind = value.get("kind", "through")
+        if kind not in GATE_KINDS:
+            raise ValueError(f"{where}.kind: unknown gate {kind!r}; allowed: {', '.join(GATE_KINDS)}")
+        return cls(**value)
+
+
+@dataclass(frozen=True)
+class Node:
+    """A model.  ``frozen`` nodes never learn: they run in eval mode without
+    gradient and need ``weights`` (or are pretrained on labels first)."""
+
+    name: str
+    model: str = AUTO_MODEL
+    options: dict = field(default_factory=dict)
+    frozen: bool = False
+    weights: str | None = None
+    ema_of: str | None = None  # reserved for EMA edges (semi-supervised KTG)
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.model, json.dumps(self.options, sort_keys=True), self.frozen,
+                     self.weights, self.ema_of))
+
+
+@dataclass(frozen=True)
+class Edge:
+    """Knowledge from ``src`` (a node name or ``"label"``) into ``dst``."""
+
+    src: str
+    dst: str
+    loss: str = "kl"
+    gate: Gate = Gate()
+    T: float = 1.0
+    weight: float = 1.0
+    t2: bool = True
+
+    def canonical(self) -> "Edge":
+        loss = "ce" if self.src == LABEL and self.loss == "kl" else self.loss
+        return replace(self, loss=loss, gate=self.gate.canonical(), T=float(self.T),
+                       weight=float(self.weight))
+
+
+@dataclass
+class Graph:
+    nodes: list[Node]
+    edges: list[Edge]
+    target: str | None = None
+    name: str = ""
+    reduction: str = "mean"
+
+    # -- lookups -----------------------------------------------------------
+    def node_names(self) -> list[str]:
+        return [n.name for n in self.nodes]
+
+    def index(self, name: str) -> int:
+        return self.node_names().index(name)
+
+    def node(self, name: str) -> Node:
+        return self.nodes[self.index(name)]
+
+    def incoming(self, name: str) -> list[Edge]:
+        return [e for e in self.edges if e.dst == name]
+
+    def active_edges(self) -> list[Edge]:
+        return [e for e in self.edges if e.gate.kind != "cutoff"]
+
+    def learns(self, name: str) -> bool:
+        """A node learns unless frozen or every incoming edge is cut off."""
+        node = self.node(name)
+        return not node.frozen and any(e.gate.kind != "cutoff" for e in self.incoming(name))
+
+    @property
+    def target_name(self) -> str:
+        return self.target if self.target is not None else self.nodes[0].name
+
+    # -- the op's edge table --------------------------------------------------
+    def edge_specs(self) -> list[EdgeSpec]:
+        idx = {n: i for i, n in enumerate(self.node_names())}
+        return [
+            EdgeSpec(
+                src=LABEL if e.src == LABEL else idx[e.src], dst=idx[e.dst], loss=e.loss,
+                gate=e.gate.kind, T=e.T, weight=e.weight, t2=e.t2, f=e.gate.f, phi=e.gate.phi,
+                tau=e.gate.tau,
+            )
+            for e in self.edges
+        ]
+
+    # -- canonical form and identity -------------------------------------------
+    def canonical(self) -> "Graph":
+        order = {n: i for i, n in enumerate([LABEL, *self.node_names()])}
+        edges = sorted(
+            (e.canonical() for e in self.edges if e.gate.kind != "cutoff"),
+            key=lambda e: (order[e.dst], order[e.src], e.loss),
+        )
+        return Graph(list(self.nodes), edges, self.target_name, "", self.reduction)
+
+    def key(self) -> str:
+        """A canonical JSON string: equal for graphs that compute the same thing."""
+        d = self.canonical().to_dict()
+        d.pop("name", None)
+        return json.dumps(d, sort_keys=True, separators=(",", ":"))
+
+    def digest(self, n: int = 12) -> str:
+        return hashlib.sha256(self.key().encode()).hexdigest()[:n]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Graph) and self.key() == other.key()
+
+    def __hash__(self) -> int:
+        return hash(self.key())
+
+    # -- (de)serialisation -----------------------------------------------------
+    def to_dict(self) -> dict:
+        def edge(e: Edge) -> dict:
+            d = {"src": e.src, "dst": e.dst, "loss": e.loss}
+            g = asdict(e.gate)
+            default = asdict(Gate(e.gate.kind))
+            d["gate"] = e.gate.kind if g == default else {k: v for k, v in g.items() if k == "kind" or v != default[k]}
+            for k in ("T", "weight", "t2"):
+                if getattr(e, k) != getattr(Edge("a", "b"), k):
+                    d[k] = getattr(e, k)
+            return d
+
+        def node(n: Node) -> dict:
+            d = {"name": n.name, "model": n.model}
+            if n.options:
+                d["options"] = dict(n.options)
+            for k in ("frozen", "weights", "ema_of"):
+                if getattr(n, k) != getattr(Node("x"), k):
+                    d[k] = getattr(n, k)
+            return d
+
+        out = {"name": self.name, "target": self.target_name, "reduction": self.reduction,
+               "nodes": [node(n) for n in self.nodes], "edges": [edge(e) for e in self.edges]}
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "graph") -> "Graph":
+        if not isinstance(data, dict):
+            raise ValueError(f"{where}: expected a mapping with nodes and edges, got {type(data).__name__}")
+        _check_keys(data, cls, where)
+        nodes_raw = data.get("nodes")
+        if not isinstance(nodes_raw, list):
+            raise ValueError(f"{where}.nodes: expected a list of nodes, got {nodes_raw!r}")
+        nodes = []
+        for i, n in enumerate(nodes_raw):
+            w = f"{where}.nodes[{i}]"
+            if isinstance(n, str):
+                n = {"name": n}
+            if not isinstance(n, dict):
+                raise ValueError(f"{w}: expected a mapping, got {n!r}")
+            _check_keys(n, Node, w)
+            if "name" not in n:
+                raise ValueError(f"{w}.name: every node needs a name")
+            nodes.append(Node(**{**n, "options": dict(n.get("options") or {})}))
+        edges = []
+        for i, e in enumerate(data.get("edges") or []):
+            w = f"{where}.edges[{i}]"
+            if not isinstance(e, dict):
+                raise ValueError(f"{w}: expected a mapping, got {e!r}")
+            _check_keys(e, Edge, w)
+            for req in ("src", "dst"):
+                if req not in e:
+                    raise ValueError(f"{w}.{req}: missing; every edge needs src and dst")
+            e = dict(e)
+            e["gate"] = Gate.parse(e.get("gate", "through"), f"{w}.gate")
+            for k in ("T", "weight"):
+                if k in e:
+                    e[k] = _number(e[k], f"{w}.{k}")
+            edges.append(Edge(**e))
+        return cls(nodes, edges, data.get("target"), data.get("name", ""), data.get("reduction", "mean"))
+
+
+def _number(value: Any, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{where}: expected a number, got {value!r}")
+    return float(value)
+
+
+def _check_keys(data: dict, cls, where: str) -> None:
+    allowed = [f.name for f in fields(cls)]
+    for k in data:
+        if k not in allowed:
+            raise ValueError(f"{where}: unknown key {k!r}; allowed: {', '.join(allowed)}")

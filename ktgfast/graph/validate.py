@@ -1,0 +1,71 @@
+"""Graph validation: every error names the field path and what is allowed,
+and all of it runs before any model is built."""
+from __future__ import annotations
+
+import math
+
+from ..edges import GATE_KINDS, LABEL, LABEL_LOSSES, LOSS_KINDS, REDUCTIONS
+from .spec import AUTO_MODEL, Graph
+
+
+class GraphError(ValueError):
+    """A graph that cannot be trained, with the offending field path."""
+
+
+def validate(graph: Graph, known_models: list[str] | None = None) -> Graph:
+    """Check a graph; returns it unchanged or raises :class:`GraphError`."""
+    if not graph.nodes:
+        raise GraphError("graph.nodes: a graph needs at least one model node")
+    names = graph.node_names()
+    for i, n in enumerate(graph.nodes):
+        w = f"graph.nodes[{i}]"
+        if not isinstance(n.name, str) or not n.name or n.name == LABEL:
+            raise GraphError(f"{w}.name: {n.name!r} is not a valid node name (non-empty, not 'label')")
+        if names.count(n.name) > 1:
+            raise GraphError(f"{w}.name: duplicate node name {n.name!r}")
+        if known_models is not None and n.model != AUTO_MODEL and n.model not in known_models:
+            raise GraphError(
+                f"{w}.model: unknown model {n.model!r}; allowed: {AUTO_MODEL}, {', '.join(known_models)}"
+            )
+        if not isinstance(n.options, dict):
+            raise GraphError(f"{w}.options: expected a mapping, got {n.options!r}")
+        if n.ema_of is not None:
+            raise GraphError(f"{w}.ema_of: EMA nodes are not supported yet")
+    if graph.reduction not in REDUCTIONS:
+        raise GraphError(f"graph.reduction: {graph.reduction!r}; allowed: {', '.join(REDUCTIONS)}")
+    sources = [LABEL, *names]
+    for i, e in enumerate(graph.edges):
+        w = f"graph.edges[{i}]"
+        if e.src not in sources:
+            raise GraphError(f"{w}.src: {e.src!r} is not a node; allowed: {', '.join(sources)}")
+        if e.dst not in names:
+            raise GraphError(f"{w}.dst: {e.dst!r} is not a node; allowed: {', '.join(names)}")
+        if e.src == e.dst:
+            raise GraphError(f"{w}: self-loop {e.src!r} -> {e.dst!r}; supervised graphs have none")
+        if e.loss not in LOSS_KINDS:
+            raise GraphError(f"{w}.loss: unknown loss {e.loss!r}; allowed: {', '.join(LOSS_KINDS)}")
+        if e.src == LABEL and e.loss not in LABEL_LOSSES:
+            raise GraphError(f"{w}.loss: {e.loss!r} cannot come from the label; allowed: {', '.join(LABEL_LOSSES)}")
+        if e.src != LABEL and e.loss == "ce":
+            raise GraphError(f"{w}.loss: 'ce' is the label edge's loss; from a node use kl, cos or pl")
+        if e.gate.kind not in GATE_KINDS:
+            raise GraphError(f"{w}.gate: unknown gate {e.gate.kind!r}; allowed: {', '.join(GATE_KINDS)}")
+        if not (math.isfinite(e.T) and e.T > 0):
+            raise GraphError(f"{w}.T: {e.T!r}; the temperature must be a finite number > 0")
+        if not math.isfinite(e.weight):
+            raise GraphError(f"{w}.weight: {e.weight!r} must be finite")
+        if not 0 <= e.gate.tau <= 1:
+            raise GraphError(f"{w}.gate.tau: {e.gate.tau!r} must be in [0, 1]")
+        if graph.node(e.dst).frozen and e.gate.kind != "cutoff":
+            raise GraphError(
+                f"{w}: edge into frozen node {e.dst!r} would never train it; remove it or use gate cutoff"
+            )
+    target = graph.target_name
+    if target not in names:
+        raise GraphError(f"graph.target: {target!r} is not a node; allowed: {', '.join(names)}")
+    if not graph.learns(target):
+        raise GraphError(
+            f"graph.target: target node {target!r} never learns (frozen, or every incoming edge is "
+            "cutoff); its accuracy would be that of a fixed model"
+        )
+    return graph
