@@ -1,0 +1,159 @@
+"""Training configuration: defaults < YAML file < command-line flags.
+
+Every field is also a ``ktgfast train --field-name`` flag (generated from this
+dataclass), and the resolved configuration is saved in the run folder.
+"""
+from __future__ import annotations
+
+import math
+import typing
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+SCHEDULES = ("multistep", "cosine", "constant")
+AMP_MODES = ("none", "bf16", "fp16")
+AUGMENTS = ("auto", "none", "crop", "crop_flip")
+PAD_MODES = ("reflect", "zero")
+EVAL_SPLITS = ("val", "test")
+
+
+@dataclass
+class TrainConfig:
+    # optimisation (SPEC §1 recipe: SGD, Nesterov 0.9, lr 0.1, batch 64)
+    epochs: int = 200
+    batch_size: int = 64
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    schedule: str = "multistep"
+    milestones: list[int] | None = None  # None: 30 %, 60 %, 90 % of epochs (60/120/180 of 200)
+    gamma: float = 0.1
+    # data
+    val_size: float | None = None  # carve a validation split from train (count or fraction)
+    augment: str = "auto"          # auto: crop + flip for natural images, crop for digits
+    pad: int = 4
+    pad_mode: str = "reflect"
+    data_root: str | None = None
+    download: bool = False
+    eval_splits: list[str] = field(default_factory=lambda: ["val", "test"])
+    eval_batch_size: int = 1000
+    # speed
+    device: str = "auto"
+    amp: str = "none"
+    channels_last: bool = False
+    compile: bool = False
+    threads: int | None = None
+    # run
+    seed: int = 0
+    out: str | None = None
+    log_every: int = 50          # steps between host reads (NaN check, progress bar)
+    progress_bar: bool | None = None  # None: when stderr is a terminal
+    tensorboard: bool = True
+    pretrain_cache: str | None = None  # default: $KTGFAST_CACHE or ~/.cache/ktgfast
+
+    def validate(self) -> "TrainConfig":
+        def bad(name, allowed):
+            raise ValueError(f"config.{name} = {getattr(self, name)!r}; allowed: {allowed}")
+
+        for name in ("epochs", "batch_size", "eval_batch_size", "log_every"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                bad(name, "an integer >= 1")
+        if not isinstance(self.lr, (int, float)) or not math.isfinite(self.lr) or self.lr <= 0:
+            bad("lr", "a finite number > 0")
+        for name in ("momentum", "weight_decay", "gamma"):
+            v = getattr(self, name)
+            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+                bad(name, "a finite number >= 0")
+        choices = {"schedule": SCHEDULES, "amp": AMP_MODES, "augment": AUGMENTS, "pad_mode": PAD_MODES}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                bad(name, ", ".join(allowed))
+        if self.pad < 0:
+            bad("pad", "an integer >= 0")
+        for s in self.eval_splits:
+            if s not in EVAL_SPLITS:
+                raise ValueError(f"config.eval_splits contains {s!r}; allowed: {', '.join(EVAL_SPLITS)}")
+        if self.milestones is not None and any(m < 1 for m in self.milestones):
+            bad("milestones", "epochs >= 1")
+        if self.threads is not None and self.threads < 1:
+            bad("threads", "an integer >= 1")
+        if self.val_size is not None and self.val_size <= 0:
+            bad("val_size", "a count >= 1 or a fraction in (0, 1)")
+        return self
+
+    def resolved_milestones(self) -> list[int]:
+        if self.milestones is not None:
+            return list(self.milestones)
+        return sorted({max(1, round(self.epochs * f)) for f in (0.3, 0.6, 0.9)})
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str = "config") -> "TrainConfig":
+        allowed = [f.name for f in fields(cls)]
+        for k in data:
+            if k not in allowed:
+                raise ValueError(f"{where}: unknown key {k!r}; allowed: {', '.join(allowed)}")
+        return cls(**{k: coerce(cls, k, v) for k, v in data.items()}).validate()
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "TrainConfig":
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"config file {str(path)!r} does not exist")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"config file {str(path)!r} must hold a mapping of keys to values")
+        return cls.from_dict(data, where=path.name)
+
+    def merged(self, overrides: dict) -> "TrainConfig":
+        return TrainConfig.from_dict({**self.to_dict(), **overrides})
+
+
+def field_type(cls, name: str):
+    hints = typing.get_type_hints(cls)
+    return hints[name]
+
+
+def coerce(cls, name: str, value):
+    """Turn a YAML or command-line value into the field's type (strings from the
+    command line: ``"3"`` → 3, ``"60,120"`` → [60, 120], ``"none"`` → None)."""
+    tp = field_type(cls, name)
+    args = typing.get_args(tp)
+    optional = type(None) in args
+    base = next((a for a in args if a is not type(None)), tp) if args and typing.get_origin(tp) is not list else tp
+    if isinstance(value, str) and optional and value.lower() in ("none", "null", ""):
+        return None
+    if value is None:
+        if optional:
+            return None
+        raise ValueError(f"config.{name}: null is not allowed")
+    origin = typing.get_origin(base)
+    try:
+        if origin is list:
+            (item,) = typing.get_args(base)
+            if isinstance(value, str):
+                value = [v for v in value.split(",") if v.strip()]
+            return [item(v) if not isinstance(v, item) else v for v in value]
+        if base is bool:
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError(value)
+            return bool(value)
+        if base is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            return int(value)
+        if base is float:
+            return float(value)
+        return base(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"config.{name}: {value!r} is not a valid {getattr(base, '__name__', base)}") from None

@@ -1,0 +1,50 @@
+"""Per-epoch metrics to CSV (rewritten from the history, so a resumed run never
+duplicates rows), TensorBoard when available, and one console line."""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from .checkpoint import atomic_write_text
+
+
+class MetricsLog:
+    def __init__(self, run_dir: Path, tensorboard: bool = True, enabled: bool = True):
+        self.run_dir = Path(run_dir)
+        self.enabled = enabled
+        self.history: list[dict] = []
+        self.writer = None
+        if enabled and tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self.writer = SummaryWriter(str(self.run_dir / "tb"))
+            except ImportError:
+                self.writer = None
+
+    def log(self, row: dict) -> None:
+        self.history.append(row)
+        if not self.enabled:
+            return
+        self.write_csv()
+        if self.writer is not None:
+            step = row["epoch"]
+            for k, v in row.items():
+                if k != "epoch" and isinstance(v, (int, float)):
+                    self.writer.add_scalar(k.replace("/", "_").replace(":", "/", 1), v, step)
+            self.writer.flush()
+
+    def write_csv(self) -> None:
+        keys: list[str] = []
+        for row in self.history:
+            keys += [k for k in row if k not in keys]
+        buf = io.StringIO()
+        w = csv.DictWriter(buf, fieldnames=keys)
+        w.writeheader()
+        w.writerows(self.history)
+        atomic_write_text(buf.getvalue(), self.run_dir / "metrics.csv")
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()

@@ -1,0 +1,370 @@
+"""The KTG trainer: every node forwards the same batch once, one fused call
+computes all edges, one backward of Σ_t L_t, every optimizer steps.
+
+Because every edge's source is detached, node t's parameters receive gradient
+only from its own loss L_t, so one backward of the sum is Algorithm 1 of the
+thesis.  The step reads nothing back from the device: the loss check and the
+progress bar read device tensors every ``log_every`` steps.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+from ..edges import EdgeTable
+from ..graph import AUTO_MODEL, Graph, render, resolve_graph, save_graph, summary, validate
+from ..ops import gated_edge_loss
+from . import checkpoint as ckpt
+from .config import TrainConfig
+from .distributed import DistEnv
+from .metrics import MetricsLog
+
+# The model a node with model "auto" gets, by dataset (else by image size).
+DEFAULT_MODELS = {"mnist5k": "cnn_small", "synthetic": "cnn_small", "cifar10": "resnet32",
+                  "cifar100": "resnet32"}
+FLIP_FREE = {"mnist5k"}  # digits are not mirror-symmetric: crop only
+
+
+class NonFiniteLossError(RuntimeError):
+    """A node's loss became NaN or Inf; the last good checkpoint is kept."""
+
+
+def default_model(dataset) -> str:
+    if dataset.name in DEFAULT_MODELS:
+        return DEFAULT_MODELS[dataset.name]
+    return "resnet32" if dataset.image_size <= 32 else "resnet18"
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"config.device = {name!r} but no CUDA device is available; use cpu or auto")
+    return dev
+
+
+class Trainer:
+    """Train a graph on a dataset.
+
+    >>> Trainer("dml", "mnist5k", TrainConfig(epochs=3)).fit()   # doctest: +SKIP
+    """
+
+    def __init__(self, graph: Graph | str, data, config: TrainConfig | None = None, *,
+                 resume: bool = False, graph_params: dict | None = None):
+        from ..data import get_dataset
+        from ..models import list_models
+
+        self.config = (config or TrainConfig()).validate()
+        self.graph = resolve_graph(graph, **(graph_params or {})) if isinstance(graph, str) else graph
+        validate(self.graph, known_models=list_models())
+        cfg = self.config
+        self.dist = DistEnv.from_env()
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.device = resolve_device(cfg.device)
+        self.data = data if not isinstance(data, str) else get_dataset(
+            data, root=cfg.data_root, download=cfg.download, val_size=cfg.val_size, seed=0)
+        for split in cfg.eval_splits:
+            if getattr(self.data, split, None) is None:
+                raise ValueError(f"config.eval_splits asks for {split!r} but dataset "
+                                 f"{self.data.name!r} has no {split} split")
+        self.run_dir = Path(cfg.out or f"runs/{self.graph.name or 'graph'}-{self.data.name}-"
+                                        f"{time.strftime('%Y%m%d-%H%M%S')}")
+        self.is_main = self.dist.rank == 0
+        self._seed(cfg.seed + self.dist.rank)
+
+        self.names = self.graph.node_names()
+        self.learning = [self.graph.learns(n) for n in self.names]
+        self.models = nn.ModuleList(self._build_model(n) for n in self.graph.nodes)
+        self._load_frozen_weights()
+        self.forwards = [torch.compile(m) if cfg.compile else m for m in self.models]
+        self.optimizers = [self._optimizer(m) for m, learns in zip(self.models, self.learning) if learns]
+        self.schedulers = [self._scheduler(o) for o in self.optimizers]
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
+        self.table = EdgeTable(self.graph.edge_specs(), len(self.names), self.device)
+
+        from ..data import Augment, TensorLoader
+
+        self.train_loader = TensorLoader(
+            self.data.train, cfg.batch_size, shuffle=True, drop_last=True,
+            augment=self._augment(Augment), mean=self.data.mean, std=self.data.std,
+            device=self.device, seed=cfg.seed, rank=self.dist.rank, world_size=self.dist.world_size)
+        self.steps_per_epoch = len(self.train_loader)
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"batch_size {cfg.batch_size} is larger than the training split "
+                             f"({len(self.data.train.labels)} samples); no step would run")
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+        # Device-side step counter: progress k / (k_end - 1) reaches 1 at the last step.
+        self.step_t = torch.zeros((), dtype=torch.float64, device=self.device)
+        self.progress_div = float(max(self.total_steps - 1, 1))
+        self.epoch = 0
+        self.log = MetricsLog(self.run_dir, cfg.tensorboard, enabled=self.is_main)
+        if resume:
+            self._resume()
+
+    # ------------------------------------------------------------------ setup
+    def _seed(self, seed: int) -> None:
+        import random
+
+        import numpy as np
+
+        random.seed(seed)
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+
+    def _build_model(self, node) -> nn.Module:
+        from ..models import build_model
+
+        name = default_model(self.data) if node.model == AUTO_MODEL else node.model
+        model = build_model(name, self.data.num_classes, in_channels=self.data.channels, **node.options)
+        model = model.to(self.device)
+        if self.config.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return model
+
+    def _load_frozen_weights(self) -> None:
+        from .pretrain import ensure_pretrained
+
+        for i, node in enumerate(self.graph.nodes):
+            if self.learning[i]:
+                continue
+            path = node.weights or ensure_pretrained(self, node)
+            state = torch.load(path, map_location=self.device, weights_only=True)
+            try:
+                self.models[i].load_state_dict(state)
+            except RuntimeError as exc:
+                raise ValueError(f"weights {path!r} do not fit node {node.name!r} "
+                                 f"({node.model}): {exc}") from None
+            self.models[i].eval().requires_grad_(False)
+
+    def _optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        c = self.config
+        return torch.optim.SGD(model.parameters(), lr=c.lr, momentum=c.momentum,
+                               nesterov=c.nesterov and c.momentum > 0, weight_decay=c.weight_decay)
+
+    def _scheduler(self, opt: torch.optim.Optimizer):
+        c = self.config
+        if c.schedule == "multistep":
+            return torch.optim.lr_scheduler.MultiStepLR(opt, c.resolved_milestones(), c.gamma)
+        if c.schedule == "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=c.epochs)
+        return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+
+    def _augment(self, Augment):
+        mode = self.config.augment
+        if mode == "auto":
+            mode = "crop" if self.data.name in FLIP_FREE else "crop_flip"
+        if mode == "none":
+            return None
+        return Augment(pad=self.config.pad, pad_mode=self.config.pad_mode, crop=True,
+                       flip=mode == "crop_flip")
+
+    # ------------------------------------------------------------------- step
+    def autocast(self):
+        amp = self.config.amp
+        if amp == "none":
+            return contextlib.nullcontext()
+        dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+        return torch.autocast(self.device.type, dtype=dtype)
+
+    def forward_all(self, x: torch.Tensor) -> torch.Tensor:
+        """(M, B, C) logits; frozen nodes run in eval mode without gradient."""
+        outs = []
+        for fwd, learns in zip(self.forwards, self.learning):
+            if learns:
+                outs.append(fwd(x))
+            else:
+                with torch.no_grad():
+                    outs.append(fwd(x))
+        return torch.stack(outs)
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        with self.autocast():
+            logits = self.forward_all(x)
+        out = gated_edge_loss(logits, y, self.table, self.step_t / self.progress_div,
+                              self.graph.reduction)
+        for opt in self.optimizers:
+            opt.zero_grad(set_to_none=True)
+        self.scaler.scale(out.node_loss.sum()).backward()
+        for opt in self.optimizers:
+            self.scaler.step(opt)
+        self.scaler.update()
+        self.step_t += 1
+        return out.node_loss.detach()
+
+    # ------------------------------------------------------------------ epochs
+    def fit(self) -> dict:
+        cfg = self.config
+        if self.is_main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.yaml").write_text(_yaml({"config": cfg.to_dict(),
+                                                             "data": self.data.name}))
+            save_graph(self.graph, self.run_dir / "graph.yaml")
+            self._print(summary(self.graph))
+        result = self.history[-1] if self.history else {}
+        while self.epoch < cfg.epochs:
+            result = self.train_epoch()
+        self.log.close()
+        return result
+
+    @property
+    def history(self) -> list[dict]:
+        return self.log.history
+
+    def train_epoch(self) -> dict:
+        cfg = self.config
+        epoch = self.epoch + 1
+        self.train_loader.set_epoch(epoch)
+        for m, learns in zip(self.models, self.learning):
+            m.train(learns)
+        loss_sum = torch.zeros(len(self.names), dtype=torch.float64, device=self.device)
+        finite = torch.ones(len(self.names), dtype=torch.bool, device=self.device)
+        first_bad = torch.full((), -1.0, dtype=torch.float64, device=self.device)
+        bar = self._bar(epoch)
+        t0 = time.perf_counter()
+        for i, (x, y, _) in enumerate(self.train_loader):
+            if cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            node_loss = self.train_step(x, y)
+            ok = torch.isfinite(node_loss)
+            first_bad = torch.where((first_bad < 0) & ~ok.all(), self.step_t - 1, first_bad)
+            finite &= ok
+            loss_sum += torch.where(ok, node_loss, 0).double()
+            if (i + 1) % cfg.log_every == 0 or i + 1 == self.steps_per_epoch:
+                self._check_finite(finite, first_bad, epoch)
+                if bar is not None:
+                    bar.set_postfix(loss=f"{(loss_sum.sum() / (i + 1)).item():.3f}")
+            if bar is not None:
+                bar.update(1)
+        if bar is not None:
+            bar.close()
+        train_time = time.perf_counter() - t0
+        for s in self.schedulers:
+            s.step()
+        self.epoch = epoch
+        row = {"epoch": epoch, "step": int(self.step_t.item()), "time_s": round(train_time, 3),
+               "images_per_s": round(self.steps_per_epoch * cfg.batch_size / train_time, 1),
+               "lr": self.optimizers[0].param_groups[0]["lr"] if self.optimizers else 0.0}
+        mean_loss = (loss_sum / self.steps_per_epoch).tolist()
+        for n, l, learns in zip(self.names, mean_loss, self.learning):
+            if learns:
+                row[f"train_loss:{n}"] = round(l, 6)
+        for split in cfg.eval_splits:
+            for k, v in self.evaluate(split).items():
+                row[f"{split}_acc:{k}"] = round(v, 4)
+        self._save_checkpoint()
+        self.log.log(row)
+        self._print(_console(row))
+        return row
+
+    def _check_finite(self, finite: torch.Tensor, first_bad: torch.Tensor, epoch: int) -> None:
+        if bool(finite.all()):
+            return
+        bad = [n for n, ok in zip(self.names, finite.tolist()) if not ok]
+        last = self.run_dir / "checkpoint.pt"
+        kept = f"the last good checkpoint {str(last)!r} (epoch {self.epoch}) is kept" if last.exists() \
+            else "no checkpoint was written yet"
+        raise NonFiniteLossError(
+            f"loss of node {', '.join(map(repr, bad))} became NaN/Inf at step {int(first_bad.item())} "
+            f"(epoch {epoch}); {kept}. Lower the learning rate, check the data, or use amp=none.")
+
+    @torch.no_grad()
+    def evaluate(self, split: str) -> dict[str, float]:
+        """Top-1 accuracy (%) of every node and of the ensemble (mean logits)."""
+        from ..data import TensorLoader
+
+        data = getattr(self.data, split)
+        loader = TensorLoader(data, self.config.eval_batch_size, shuffle=False, drop_last=False,
+                              augment=None, mean=self.data.mean, std=self.data.std, device=self.device)
+        for m in self.models:
+            m.eval()
+        hits = torch.zeros(len(self.names) + 1, dtype=torch.long, device=self.device)
+        for x, y, _ in loader:
+            if self.config.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            with self.autocast():
+                z = torch.stack([m(x) for m in self.models]).float()
+            hits[:-1] += (z.argmax(-1) == y).sum(-1)
+            hits[-1] += (z.mean(0).argmax(-1) == y).sum()
+        acc = (100.0 * hits.double() / len(data.labels)).tolist()
+        return dict(zip([*self.names, "ensemble"], acc))
+
+    # ------------------------------------------------------------- checkpoints
+    def state_dict(self) -> dict:
+        return {
+            "epoch": self.epoch,
+            "step": self.step_t.item(),
+            "models": [m.state_dict() for m in self.models],
+            "optimizers": [o.state_dict() for o in self.optimizers],
+            "schedulers": [s.state_dict() for s in self.schedulers],
+            "scaler": self.scaler.state_dict(),
+            "rng": ckpt.rng_state(),
+            "graph_key": self.graph.key(),
+            "config": self.config.to_dict(),
+            "history": self.history,
+        }
+
+    def _save_checkpoint(self) -> None:
+        if self.is_main:
+            ckpt.atomic_save(self.state_dict(), self.run_dir / "checkpoint.pt")
+
+    def _resume(self) -> None:
+        path = self.run_dir / "checkpoint.pt"
+        state = ckpt.load(path)
+        if state["graph_key"] != self.graph.key():
+            raise ValueError(f"checkpoint {str(path)!r} belongs to a different graph; "
+                             "resume with the same graph or choose another --out")
+        for m, s in zip(self.models, state["models"]):
+            m.load_state_dict(s)
+        for o, s in zip(self.optimizers, state["optimizers"]):
+            o.load_state_dict(s)
+        for sch, s in zip(self.schedulers, state["schedulers"]):
+            sch.load_state_dict(s)
+        self.scaler.load_state_dict(state["scaler"])
+        ckpt.set_rng_state(state["rng"])
+        self.epoch = state["epoch"]
+        self.step_t.fill_(state["step"])
+        self.log.history = list(state["history"])
+        self._print(f"resumed {str(path)!r} at epoch {self.epoch} (step {int(state['step'])})")
+
+    # ----------------------------------------------------------------- output
+    def _bar(self, epoch: int):
+        show = self.config.progress_bar
+        if show is None:
+            show = sys.stderr.isatty()
+        if not (show and self.is_main):
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch}/{self.config.epochs}",
+                    leave=False, dynamic_ncols=True)
+
+    def _print(self, text: str) -> None:
+        if self.is_main:
+            print(text, flush=True)
+
+    def render_graph(self, path: str | os.PathLike) -> Path:
+        return render(self.graph, path)
+
+
+def _console(row: dict) -> str:
+    accs = "  ".join(f"{k.split('_acc:')[0]}:{k.split(':')[1]} {v:.2f}%" for k, v in row.items()
+                     if "_acc:" in k)
+    return f"epoch {row['epoch']:>3}  {row['time_s']:6.1f}s  {row['images_per_s']:8.1f} img/s  {accs}"
+
+
+def _yaml(data: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump(json.loads(json.dumps(data)), sort_keys=False)
+
+
+__all__ = ["Trainer", "NonFiniteLossError", "default_model"]
