@@ -119,22 +119,23 @@ KTG_HD float ktg_exp<float>(float x) {
 }
 
 // ---------------------------------------------------------------------------
-// Per-sample gate weight (eqs. 3.4-3.8, 5.6-5.8).
-template <typename acc_t>
-KTG_HD acc_t gate_weight(int32_t gate, acc_t a, acc_t b, acc_t progress,
-                         bool label_source, bool src_correct, acc_t src_maxprob) {
+// Per-sample gate weight (eqs. 3.4-3.8, 5.6-5.8), in double on every path so
+// that e.g. Sine(0, 3pi/2) is exactly 0 on the CPU and the GPU alike.  A weight
+// that is not > 0 (negative from a progress outside [0, 1], or NaN) closes the
+// gate, as in the reference.
+KTG_HD double gate_weight(int32_t gate, double a, double b, double progress, bool label_source,
+                          bool src_correct, double src_maxprob) {
+  double g = 0.0;  // Cutoff (and anything unknown) carries nothing.
   switch (gate) {
-    case kGateThrough: return acc_t(1);
-    case kGateLinear: return progress;
-    case kGateNegLinear: return acc_t(1) - progress;
-    case kGateCorrect: return (label_source || src_correct) ? acc_t(1) : acc_t(0);
-    case kGateSine: {
-      const acc_t two_pi = acc_t(6.283185307179586476925286766559);
-      return acc_t(0.5) + acc_t(0.5) * ktg_sin(two_pi * a * progress + b);
-    }
-    case kGateThreshold: return (label_source || src_maxprob > a) ? acc_t(1) : acc_t(0);
-    default: return acc_t(0);  // Cutoff (and anything unknown) carries nothing.
+    case kGateThrough: g = 1.0; break;
+    case kGateLinear: g = progress; break;
+    case kGateNegLinear: g = 1.0 - progress; break;
+    case kGateCorrect: g = (label_source || src_correct) ? 1.0 : 0.0; break;
+    case kGateSine: g = 0.5 + 0.5 * ktg_sin(6.283185307179586476925286766559 * a * progress + b); break;
+    case kGateThreshold: g = (label_source || src_maxprob > a) ? 1.0 : 0.0; break;
+    default: break;
   }
+  return g > 0.0 ? g : 0.0;
 }
 
 // ---------------------------------------------------------------------------
@@ -216,7 +217,7 @@ template <typename acc_t, typename scalar_t, typename Lanes>
 KTG_HD void edge_loss_row(const Lanes& lanes, const scalar_t* logits, int64_t stride_m,
                           int64_t stride_b, int64_t C, int64_t B, int64_t n, int32_t t,
                           const int64_t* labels, const int32_t* edge_index,
-                          const double* edge_params, int64_t E, acc_t progress,
+                          const double* edge_params, int64_t E, double progress,
                           acc_t batch_div, const acc_t* weights, acc_t* row_loss,
                           acc_t* row_gate, RowScratch<acc_t> scratch, scalar_t* grad_out) {
   const scalar_t* zt = logits + t * stride_m + n * stride_b;
@@ -255,9 +256,8 @@ KTG_HD void edge_loss_row(const Lanes& lanes, const scalar_t* logits, int64_t st
       ss = row_exp<acc_t>(lanes, zs, C, ms, acc_t(1), es);
       src_maxprob = acc_t(1) / ss;
     }
-    const acc_t g = gate_weight<acc_t>(gate, static_cast<acc_t>(ep[kColGateA]),
-                                       static_cast<acc_t>(ep[kColGateB]), progress,
-                                       label_source, src_arg == y, src_maxprob);
+    const acc_t g = static_cast<acc_t>(gate_weight(gate, ep[kColGateA], ep[kColGateB], progress,
+                                                   label_source, src_arg == y, src_maxprob));
     if (row_gate) row_gate[e * B + n] = g;
     // A closed gate contributes nothing: skipping also avoids 0 * inf.
     if (g == acc_t(0) || (upstream == acc_t(0) && !row_loss)) {

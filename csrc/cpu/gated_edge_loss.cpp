@@ -36,7 +36,7 @@ void run_rows(const at::Tensor& logits, const at::Tensor& labels, const at::Tens
   const int64_t* y = labels.const_data_ptr<int64_t>();
   const int32_t* ei = edge_index.const_data_ptr<int32_t>();
   const double* ep = edge_params.const_data_ptr<double>();
-  const acc_t prog = static_cast<acc_t>(*progress.const_data_ptr<double>());
+  const double prog = *progress.const_data_ptr<double>();
   const acc_t div = reduction == kReduceMean ? static_cast<acc_t>(B) : acc_t(1);
   const acc_t* w = weights ? weights->const_data_ptr<acc_t>() : nullptr;
   acc_t* rl = row_loss ? row_loss->mutable_data_ptr<acc_t>() : nullptr;

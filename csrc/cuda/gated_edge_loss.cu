@@ -83,7 +83,7 @@ __global__ void edge_rows_kernel(const scalar_t* __restrict__ z, int64_t sm, int
       workspace + r * C, workspace + (rows + r) * C};
   edge_loss_row<acc_t, scalar_t>(WarpLanes{static_cast<int>(threadIdx.x % kWarp)}, z, sm, sb, C,
                                  B, n, static_cast<int32_t>(t), labels, edge_index, edge_params,
-                                 E, static_cast<acc_t>(*progress), div, weights, row_loss,
+                                 E, *progress, div, weights, row_loss,
                                  row_gate, scratch, in_place ? nullptr : grad + r * C);
 }
 
@@ -182,7 +182,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gated_edge_loss_cuda(
     using acc_t = at::opmath_type<scalar_t>;
     launch_rows<scalar_t>(logits, labels, edge_index, edge_params, progress, reduction, nullptr,
                           &row_loss, &row_gate, grad);
-    if (M * B == 0) return;
     const acc_t div = reduction == kReduceMean ? static_cast<acc_t>(B) : acc_t(1);
     edge_reduce_kernel<acc_t><<<1, kReduceThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
         row_loss.const_data_ptr<acc_t>(), row_gate.const_data_ptr<acc_t>(),
