@@ -75,7 +75,9 @@ def extensions():
         f'-DKTGFAST_CUDA_ARCHS="{archs}"',
     ]
     sources = ["csrc/ops.cpp", "csrc/build_info.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
-    cxx = opt + defines + ["-fopenmp"]
+    # -fno-trapping-math lets gcc if-convert (and so vectorise) the float selects
+    # of the class loops; nothing here relies on floating-point traps.
+    cxx = opt + defines + ["-fopenmp", "-fno-trapping-math"]
     args = {"cxx": cxx}
     ext_cls = CppExtension
     if with_cuda:

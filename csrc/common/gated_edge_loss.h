@@ -95,11 +95,15 @@ KTG_HD float ktg_exp<float>(float x) {
 #if defined(__CUDA_ARCH__)
   return expf(x);
 #else
+  // Written so that gcc if-converts and vectorises it: selects, no calls.
+  // Callers pass x <= 0 (shifted logits); above the float range it saturates
+  // at exp(88.38) instead of returning inf.
   const float hi = 88.3762626647949f, lo = -87.3365478515625f;
-  const float xc = x < lo ? lo : (x > hi ? hi : x);
+  float xc = x < lo ? lo : x;
+  xc = xc > hi ? hi : xc;
   // n = round(x / ln2) by the 1.5 * 2^23 trick (SSE2 has no vector floor).
   const float fx = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
-  // Cody-Waite range reduction: r = xc - fx * ln2, in two parts for accuracy.
+  // Cody-Waite range reduction: r = xc - n ln2, in two parts for accuracy.
   float r = xc - fx * 0.693359375f;
   r = r + fx * 2.12194440e-4f;
   float p = 1.9875691500e-4f;
@@ -109,12 +113,15 @@ KTG_HD float ktg_exp<float>(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  const int32_t n = static_cast<int32_t>(fx) + 127;
-  int32_t bits = n << 23;
-  float scale;
+  const int32_t bits = (static_cast<int32_t>(fx) + 127) << 23;  // 2^n
+#if defined(__CUDACC__)
+  float scale;  // nvcc's host front end: no __builtin_bit_cast
   std::memcpy(&scale, &bits, sizeof(scale));
+#else
+  const float scale = __builtin_bit_cast(float, bits);
+#endif
   const float y = p * scale;
-  return x < lo ? 0.0f : (x > hi ? INFINITY : y);
+  return x < lo ? 0.0f : y;
 #endif
 }
 

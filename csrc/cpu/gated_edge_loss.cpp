@@ -23,6 +23,56 @@ at::Tensor class_contiguous(const at::Tensor& logits) {
   return logits.stride(2) == 1 ? logits : logits.contiguous();
 }
 
+// Everything a chunk of rows needs (plain pointers, so the chunk function
+// below can be a non-template function with CPU-specific clones).
+template <typename scalar_t>
+struct RowArgs {
+  using acc_t = at::opmath_type<scalar_t>;
+  const scalar_t* z;
+  int64_t sm, sb, B, C, E;
+  const int64_t* y;
+  const int32_t* ei;
+  const double* ep;
+  double prog;
+  acc_t div;
+  const acc_t* w;
+  acc_t *rl, *rg;
+  scalar_t* g;
+};
+
+template <typename scalar_t>
+inline void rows_chunk_impl(const RowArgs<scalar_t>& a, int64_t begin, int64_t end,
+                            at::opmath_type<scalar_t>* buf) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const RowScratch<acc_t> scratch{buf, buf + a.C, buf + 2 * a.C};
+  for (int64_t r = begin; r < end; ++r) {
+    const int64_t t = r / a.B, n = r % a.B;
+    edge_loss_row<acc_t, scalar_t>(SerialLanes{}, a.z, a.sm, a.sb, a.C, a.B, n,
+                                   static_cast<int32_t>(t), a.y, a.ei, a.ep, a.E, a.prog, a.div,
+                                   a.w, a.rl, a.rg, scratch, a.g + r * a.C);
+  }
+}
+
+// One clone per CPU level, picked at load time (ifunc): AVX2+FMA roughly
+// doubles the class loops' throughput over the SSE2 baseline, and the binary
+// still runs on any x86-64.
+#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__)
+#define KTG_CPU_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define KTG_CPU_CLONES
+#endif
+
+#define KTG_DEFINE_ROWS_CHUNK(T)                                                       \
+  KTG_CPU_CLONES void rows_chunk(const RowArgs<T>& a, int64_t begin, int64_t end,      \
+                                 at::opmath_type<T>* buf) {                            \
+    rows_chunk_impl<T>(a, begin, end, buf);                                            \
+  }
+KTG_DEFINE_ROWS_CHUNK(float)
+KTG_DEFINE_ROWS_CHUNK(double)
+KTG_DEFINE_ROWS_CHUNK(c10::Half)
+KTG_DEFINE_ROWS_CHUNK(c10::BFloat16)
+#undef KTG_DEFINE_ROWS_CHUNK
+
 template <typename scalar_t>
 void run_rows(const at::Tensor& logits, const at::Tensor& labels, const at::Tensor& edge_index,
               const at::Tensor& edge_params, const at::Tensor& progress, int64_t reduction,
@@ -30,28 +80,18 @@ void run_rows(const at::Tensor& logits, const at::Tensor& labels, const at::Tens
               at::Tensor& grad) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t M = logits.size(0), B = logits.size(1), C = logits.size(2);
-  const int64_t E = edge_index.size(0);
-  const scalar_t* z = logits.const_data_ptr<scalar_t>();
-  const int64_t sm = logits.stride(0), sb = logits.stride(1);
-  const int64_t* y = labels.const_data_ptr<int64_t>();
-  const int32_t* ei = edge_index.const_data_ptr<int32_t>();
-  const double* ep = edge_params.const_data_ptr<double>();
-  const double prog = *progress.const_data_ptr<double>();
-  const acc_t div = reduction == kReduceMean ? static_cast<acc_t>(B) : acc_t(1);
-  const acc_t* w = weights ? weights->const_data_ptr<acc_t>() : nullptr;
-  acc_t* rl = row_loss ? row_loss->mutable_data_ptr<acc_t>() : nullptr;
-  acc_t* rg = row_gate ? row_gate->mutable_data_ptr<acc_t>() : nullptr;
-  scalar_t* g = grad.mutable_data_ptr<scalar_t>();
-
+  RowArgs<scalar_t> a{
+      logits.const_data_ptr<scalar_t>(), logits.stride(0), logits.stride(1), B, C,
+      edge_index.size(0), labels.const_data_ptr<int64_t>(), edge_index.const_data_ptr<int32_t>(),
+      edge_params.const_data_ptr<double>(), *progress.const_data_ptr<double>(),
+      reduction == kReduceMean ? static_cast<acc_t>(B) : acc_t(1),
+      weights ? weights->const_data_ptr<acc_t>() : nullptr,
+      row_loss ? row_loss->mutable_data_ptr<acc_t>() : nullptr,
+      row_gate ? row_gate->mutable_data_ptr<acc_t>() : nullptr, grad.mutable_data_ptr<scalar_t>()};
   const int64_t grain = std::max<int64_t>(1, 8192 / C);
   at::parallel_for(0, M * B, grain, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> buf(3 * C);
-    const RowScratch<acc_t> scratch{buf.data(), buf.data() + C, buf.data() + 2 * C};
-    for (int64_t r = begin; r < end; ++r) {
-      const int64_t t = r / B, n = r % B;
-      edge_loss_row<acc_t, scalar_t>(SerialLanes{}, z, sm, sb, C, B, n, static_cast<int32_t>(t),
-                                     y, ei, ep, E, prog, div, w, rl, rg, scratch, g + r * C);
-    }
+    rows_chunk(a, begin, end, buf.data());
   });
 }
 
