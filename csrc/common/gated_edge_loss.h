@@ -204,91 +204,117 @@ KTG_HD acc_t row_exp(const Lanes& lanes, const scalar_t* z, int64_t C, acc_t m, 
   return lanes.sum(s);
 }
 
+// Everything one call works on, as plain pointers (shared by both back ends).
+// Rows r = slot * B + n index the (M, B) grid of (slot, sample).
+template <typename scalar_t, typename acc_t>
+struct EdgeLossProblem {
+  const scalar_t* z;  // logits (M, B, C), unit class stride
+  int64_t sm, sb;     // strides of the slot and sample dims
+  int64_t M, B, C, E;
+  const int64_t* labels;      // (B,)
+  const int32_t* edge_index;  // (E, 4)
+  const double* edge_params;  // (E, 4)
+  const double* progress;     // one value (on the device for CUDA)
+  acc_t batch_div;            // B for mean, 1 for sum
+  const acc_t* weights;       // (E,) upstream gradient per edge, or null (= 1)
+  acc_t* row_loss;            // (E, B) gated per-sample loss, or null
+  acc_t* row_gate;            // (E, B) gate weight, or null
+  acc_t* e1;                  // (M*B, C) phase 1: exp(z - max) at T = 1
+  acc_t* stats;               // (M*B, 2) phase 1: [max, sum of e1]
+  int64_t* argmax;            // (M*B,)  phase 1: first arg-max
+  scalar_t* grad;             // (M*B, C) d(sum_e w_e L_e) / d logits, contiguous
+
+  KTG_HD const scalar_t* row(int64_t r) const { return z + (r / B) * sm + (r % B) * sb; }
+};
+
+// Phase 1, one slot row: max, first arg-max and the T = 1 exponentials that
+// every edge touching this row (as source or destination) reuses.
+template <typename acc_t, typename scalar_t, typename Lanes>
+KTG_HD void slot_stats_row(const Lanes& lanes, const EdgeLossProblem<scalar_t, acc_t>& P,
+                           int64_t r) {
+  const scalar_t* z = P.row(r);
+  const acc_t m = row_max<acc_t>(lanes, z, P.C);
+  const int64_t arg = row_argmax<acc_t>(lanes, z, P.C, m);
+  const acc_t s = row_exp<acc_t>(lanes, z, P.C, m, acc_t(1), P.e1 + r * P.C);
+  if (lanes.lane() == 0) {
+    P.stats[2 * r] = m;
+    P.stats[2 * r + 1] = s;
+    P.argmax[r] = arg;
+  }
+}
+
 // Per-row scratch, C elements each (the CPU uses thread-local vectors, the GPU
 // a workspace; each lane only touches its own classes).
 template <typename acc_t>
 struct RowScratch {
-  acc_t* acc;  // gradient accumulator
-  acc_t* et;   // exp((z_t - m_t) / T) of the destination at the cached T
-  acc_t* es;   // exp((z_s - m_s) / T) of the current edge's source
+  acc_t* acc;  // gradient accumulator (may be the gradient row itself)
+  acc_t* et;   // destination exps at a temperature != 1
+  acc_t* es;   // source exps at a temperature != 1
 };
 
-// The whole row.  `weights` (per-edge upstream gradient, may be null = 1)
-// scales the gradient; `row_loss`, `row_gate` ((E, B), may be null) receive the
-// gated per-sample loss and the gate weight; `scratch.acc` receives
-// sum_e d(L_e)/d(z_t) for this row and `grad_out` (may be null) a copy of it.
-//
-// Exponentials: one per class for the destination (per distinct temperature)
-// and one per class per incoming kl / cos edge; everything else reuses them.
+// Phase 2, one destination row (slot t, sample n): every incoming edge's
+// gate, loss and gradient.  At T = 1 (the common case) no exponential is
+// computed here at all: phase 1's e1 rows serve source and destination.
+// Edges at another temperature compute theirs into scratch (the destination's
+// cached across consecutive edges of equal T).
 template <typename acc_t, typename scalar_t, typename Lanes>
-KTG_HD void edge_loss_row(const Lanes& lanes, const scalar_t* logits, int64_t stride_m,
-                          int64_t stride_b, int64_t C, int64_t B, int64_t n, int32_t t,
-                          const int64_t* labels, const int32_t* edge_index,
-                          const double* edge_params, int64_t E, double progress,
-                          acc_t batch_div, const acc_t* weights, acc_t* row_loss,
-                          acc_t* row_gate, RowScratch<acc_t> scratch, scalar_t* grad_out) {
-  const scalar_t* zt = logits + t * stride_m + n * stride_b;
+KTG_HD void edge_loss_row(const Lanes& lanes, const EdgeLossProblem<scalar_t, acc_t>& P,
+                          int64_t r, RowScratch<acc_t> scratch) {
+  const int64_t C = P.C, B = P.B, n = r % B;
+  const int32_t t = static_cast<int32_t>(r / B);
+  const scalar_t* zt = P.row(r);
   acc_t* acc = scratch.acc;
-  acc_t* et = scratch.et;
-  acc_t* es = scratch.es;
   const int64_t c0 = lanes.lane();
   for (int64_t c = c0; c < C; c += Lanes::kStride) acc[c] = acc_t(0);
 
-  const acc_t mt = row_max<acc_t>(lanes, zt, C);
-  acc_t cached_inv_t = -1, st = 0, log_st = 0, nt = -1;  // destination at cached T
+  const acc_t mt = P.stats[2 * r];
+  const acc_t* et1 = P.e1 + r * C;
+  const acc_t st1 = P.stats[2 * r + 1];
+  acc_t cached_inv_t = -1, st_cached = 0;  // destination at a temperature != 1
+  const double progress = *P.progress;
+  const int64_t y = P.labels[n];
 
-  for (int64_t e = 0; e < E; ++e) {
-    const int32_t* ei = edge_index + e * kEdgeIndexCols;
+  for (int64_t e = 0; e < P.E; ++e) {
+    const int32_t* ei = P.edge_index + e * kEdgeIndexCols;
     if (ei[kColDst] != t || ei[kColGate] == kGateCutoff) continue;
-    const double* ep = edge_params + e * kEdgeParamCols;
+    const double* ep = P.edge_params + e * kEdgeParamCols;
     const int32_t src = ei[kColSrc], kind = ei[kColLoss], gate = ei[kColGate];
     const acc_t inv_t = acc_t(1) / static_cast<acc_t>(ep[kColTemp]);
-    const acc_t upstream = weights ? weights[e] : acc_t(1);
+    const bool unit_t = inv_t == acc_t(1);
+    const acc_t upstream = P.weights ? P.weights[e] : acc_t(1);
     const bool label_source = src == kLabelSource;
     const bool to_label = label_source || kind == kLossCE;
-    const int64_t y = labels[n];
+    const int64_t rs = label_source ? 0 : src * B + n;  // the source's row
 
-    // Source statistics: shift, arg-max (only when a gate or loss needs it).
-    const scalar_t* zs = label_source ? nullptr : logits + src * stride_m + n * stride_b;
-    acc_t ms = 0, src_maxprob = 1;
-    int64_t src_arg = 0;
-    if (!label_source) {
-      ms = row_max<acc_t>(lanes, zs, C);
-      if (gate == kGateCorrect || kind == kLossPL) src_arg = row_argmax<acc_t>(lanes, zs, C, ms);
-    }
-    const bool need_es = !to_label && (kind == kLossKL || kind == kLossCos);
-    acc_t ss = 0;
-    if (!label_source && gate == kGateThreshold) {
-      // FixMatch's confidence is at T = 1; reuse the source exps when T = 1.
-      ss = row_exp<acc_t>(lanes, zs, C, ms, acc_t(1), es);
-      src_maxprob = acc_t(1) / ss;
-    }
-    const acc_t g = static_cast<acc_t>(gate_weight(gate, ep[kColGateA], ep[kColGateB], progress,
-                                                   label_source, src_arg == y, src_maxprob));
-    if (row_gate) row_gate[e * B + n] = g;
+    const acc_t g = static_cast<acc_t>(gate_weight(
+        gate, ep[kColGateA], ep[kColGateB], progress, label_source,
+        !label_source && P.argmax[rs] == y,
+        label_source ? 1.0 : 1.0 / static_cast<double>(P.stats[2 * rs + 1])));
+    if (P.row_gate) P.row_gate[e * B + n] = g;
     // A closed gate contributes nothing: skipping also avoids 0 * inf.
-    if (g == acc_t(0) || (upstream == acc_t(0) && !row_loss)) {
-      if (row_loss) row_loss[e * B + n] = 0;
+    if (g == acc_t(0) || (upstream == acc_t(0) && !P.row_loss)) {
+      if (P.row_loss) P.row_loss[e * B + n] = 0;
       continue;
     }
 
-    if (inv_t != cached_inv_t) {  // destination exps at this temperature
-      cached_inv_t = inv_t;
-      st = row_exp<acc_t>(lanes, zt, C, mt, inv_t, et);
-      log_st = ktg_log(st);
-      nt = -1;
+    // Destination exponentials and normaliser at this edge's temperature.
+    const acc_t* et = et1;
+    acc_t st = st1;
+    if (!unit_t) {
+      if (inv_t != cached_inv_t) {
+        cached_inv_t = inv_t;
+        st_cached = row_exp<acc_t>(lanes, zt, C, mt, inv_t, scratch.et);
+      }
+      et = scratch.et;
+      st = st_cached;
     }
-    if (need_es && !(gate == kGateThreshold && inv_t == acc_t(1))) {
-      ss = row_exp<acc_t>(lanes, zs, C, ms, inv_t, es);
-    }
-
-    const acc_t scale =
-        static_cast<acc_t>(ep[kColCoef]) * g * upstream * inv_t / batch_div;
+    const acc_t log_st = ktg_log(st);
+    const acc_t scale = static_cast<acc_t>(ep[kColCoef]) * g * upstream * inv_t / P.batch_div;
     const acc_t inv_st = acc_t(1) / st;
     acc_t loss;
     if (to_label || kind == kLossPL) {
       // Cross-entropy at T: log S_t - (z_t[y] - m_t) / T; grad (q - onehot) / T.
-      const int64_t target = to_label ? y : src_arg;
+      const int64_t target = to_label ? y : P.argmax[rs];
 #if defined(__CUDA_ARCH__)
       CUDA_KERNEL_ASSERT(target >= 0 && target < C && "gated_edge_loss: label out of range");
 #endif
@@ -296,49 +322,58 @@ KTG_HD void edge_loss_row(const Lanes& lanes, const scalar_t* logits, int64_t st
       const acc_t sq = scale * inv_st;
       for (int64_t c = c0; c < C; c += Lanes::kStride) acc[c] += sq * et[c];
       if (lanes.owns(target)) acc[target] -= scale;
-    } else if (kind == kLossKL) {
-      // KL = sum_c p_c ((zs_c - ms) - (zt_c - mt)) / T - log S_s + log S_t, on
-      // shifted logits so that large logits do not cancel; 0 log 0 = 0.
-      acc_t w = 0;
-      KTG_SIMD_SUM(w)
-      for (int64_t c = c0; c < C; c += Lanes::kStride) {
-        const acc_t diff =
-            ((static_cast<acc_t>(zs[c]) - ms) - (static_cast<acc_t>(zt[c]) - mt)) * inv_t;
-        w += es[c] > acc_t(0) ? es[c] * diff : acc_t(0);
-      }
-      w = lanes.sum(w);
-      const acc_t inv_ss = acc_t(1) / ss;
-      loss = w * inv_ss - ktg_log(ss) + log_st;
-      const acc_t sq = scale * inv_st, sp = scale * inv_ss;
-      for (int64_t c = c0; c < C; c += Lanes::kStride) acc[c] += sq * et[c] - sp * es[c];
     } else {
-      // Cosine of the two distributions (the softmax normalisers cancel);
-      // d cos / d z_t = (1/T) (e_t e_s / sqrt(ns nt) - cos e_t^2 / nt).
-      acc_t dot = 0, ns = 0;
-      KTG_SIMD_SUM(dot, ns)
-      for (int64_t c = c0; c < C; c += Lanes::kStride) {
-        dot += es[c] * et[c];
-        ns += es[c] * es[c];
+      const scalar_t* zs = P.row(rs);
+      const acc_t ms = P.stats[2 * rs];
+      const acc_t* es = P.e1 + rs * C;
+      acc_t ss = P.stats[2 * rs + 1];
+      if (!unit_t) {
+        ss = row_exp<acc_t>(lanes, zs, C, ms, inv_t, scratch.es);
+        es = scratch.es;
       }
-      dot = lanes.sum(dot);
-      ns = lanes.sum(ns);
-      if (nt < acc_t(0)) {
-        acc_t v = 0;
-        KTG_SIMD_SUM(v)
-        for (int64_t c = c0; c < C; c += Lanes::kStride) v += et[c] * et[c];
-        nt = lanes.sum(v);
+      if (kind == kLossKL) {
+        // KL = sum_c p_c ((zs_c - ms) - (zt_c - mt)) / T - log S_s + log S_t on
+        // shifted logits (no cancellation for large logits); 0 log 0 = 0.  The
+        // loss reduction and the gradient share one pass.
+        const acc_t inv_ss = acc_t(1) / ss;
+        const acc_t sq = scale * inv_st, sp = scale * inv_ss;
+        acc_t w = 0;
+        KTG_SIMD_SUM(w)
+        for (int64_t c = c0; c < C; c += Lanes::kStride) {
+          const acc_t diff =
+              ((static_cast<acc_t>(zs[c]) - ms) - (static_cast<acc_t>(zt[c]) - mt)) * inv_t;
+          w += es[c] > acc_t(0) ? es[c] * diff : acc_t(0);
+          acc[c] += sq * et[c] - sp * es[c];
+        }
+        w = lanes.sum(w);
+        loss = w * inv_ss - ktg_log(ss) + log_st;
+      } else {
+        // Cosine of the two distributions (the softmax normalisers cancel);
+        // d cos / d z_t = (1/T) (e_t e_s / sqrt(ns nt) - cos e_t^2 / nt).
+        acc_t dot = 0, ns = 0, nt = 0;
+        KTG_SIMD_SUM(dot, ns, nt)
+        for (int64_t c = c0; c < C; c += Lanes::kStride) {
+          dot += es[c] * et[c];
+          ns += es[c] * es[c];
+          nt += et[c] * et[c];
+        }
+        dot = lanes.sum(dot);
+        ns = lanes.sum(ns);
+        nt = lanes.sum(nt);
+        const acc_t inv_norms = acc_t(1) / ktg_sqrt(ns * nt);
+        const acc_t cos = dot * inv_norms;
+        loss = cos;
+        const acc_t a = scale * inv_norms, b = scale * cos / nt;
+        for (int64_t c = c0; c < C; c += Lanes::kStride) acc[c] += et[c] * (a * es[c] - b * et[c]);
       }
-      const acc_t inv_norms = acc_t(1) / ktg_sqrt(ns * nt);
-      const acc_t cos = dot * inv_norms;
-      loss = cos;
-      const acc_t a = scale * inv_norms, b = scale * cos / nt;
-      for (int64_t c = c0; c < C; c += Lanes::kStride) acc[c] += et[c] * (a * es[c] - b * et[c]);
     }
-    if (row_loss) row_loss[e * B + n] = g * loss;
+    if (P.row_loss) P.row_loss[e * B + n] = g * loss;
   }
 
-  if (grad_out) {
-    for (int64_t c = c0; c < C; c += Lanes::kStride) grad_out[c] = static_cast<scalar_t>(acc[c]);
+  // Convert into the gradient unless we accumulated in it directly.
+  scalar_t* out = P.grad + r * C;
+  if (static_cast<void*>(out) != static_cast<void*>(acc)) {
+    for (int64_t c = c0; c < C; c += Lanes::kStride) out[c] = static_cast<scalar_t>(acc[c]);
   }
 }
 

@@ -23,33 +23,20 @@ at::Tensor class_contiguous(const at::Tensor& logits) {
   return logits.stride(2) == 1 ? logits : logits.contiguous();
 }
 
-// Everything a chunk of rows needs (plain pointers, so the chunk function
-// below can be a non-template function with CPU-specific clones).
+// Phase 1 (slot statistics) and phase 2 (edges) over a chunk of rows.
 template <typename scalar_t>
-struct RowArgs {
-  using acc_t = at::opmath_type<scalar_t>;
-  const scalar_t* z;
-  int64_t sm, sb, B, C, E;
-  const int64_t* y;
-  const int32_t* ei;
-  const double* ep;
-  double prog;
-  acc_t div;
-  const acc_t* w;
-  acc_t *rl, *rg;
-  scalar_t* g;
-};
-
-template <typename scalar_t>
-inline void rows_chunk_impl(const RowArgs<scalar_t>& a, int64_t begin, int64_t end,
+inline void rows_chunk_impl(const EdgeLossProblem<scalar_t, at::opmath_type<scalar_t>>& P,
+                            int phase, int64_t begin, int64_t end,
                             at::opmath_type<scalar_t>* buf) {
   using acc_t = at::opmath_type<scalar_t>;
-  const RowScratch<acc_t> scratch{buf, buf + a.C, buf + 2 * a.C};
+  constexpr bool in_place = std::is_same<scalar_t, acc_t>::value;
   for (int64_t r = begin; r < end; ++r) {
-    const int64_t t = r / a.B, n = r % a.B;
-    edge_loss_row<acc_t, scalar_t>(SerialLanes{}, a.z, a.sm, a.sb, a.C, a.B, n,
-                                   static_cast<int32_t>(t), a.y, a.ei, a.ep, a.E, a.prog, a.div,
-                                   a.w, a.rl, a.rg, scratch, a.g + r * a.C);
+    if (phase == 1) {
+      slot_stats_row<acc_t>(SerialLanes{}, P, r);
+    } else {
+      acc_t* acc = in_place ? reinterpret_cast<acc_t*>(P.grad + r * P.C) : buf + 2 * P.C;
+      edge_loss_row<acc_t>(SerialLanes{}, P, r, RowScratch<acc_t>{acc, buf, buf + P.C});
+    }
   }
 }
 
@@ -62,10 +49,10 @@ inline void rows_chunk_impl(const RowArgs<scalar_t>& a, int64_t begin, int64_t e
 #define KTG_CPU_CLONES
 #endif
 
-#define KTG_DEFINE_ROWS_CHUNK(T)                                                       \
-  KTG_CPU_CLONES void rows_chunk(const RowArgs<T>& a, int64_t begin, int64_t end,      \
-                                 at::opmath_type<T>* buf) {                            \
-    rows_chunk_impl<T>(a, begin, end, buf);                                            \
+#define KTG_DEFINE_ROWS_CHUNK(T)                                                          \
+  KTG_CPU_CLONES void rows_chunk(const EdgeLossProblem<T, at::opmath_type<T>>& P, int phase, \
+                                 int64_t begin, int64_t end, at::opmath_type<T>* buf) {    \
+    rows_chunk_impl<T>(P, phase, begin, end, buf);                                        \
   }
 KTG_DEFINE_ROWS_CHUNK(float)
 KTG_DEFINE_ROWS_CHUNK(double)
@@ -80,19 +67,27 @@ void run_rows(const at::Tensor& logits, const at::Tensor& labels, const at::Tens
               at::Tensor& grad) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t M = logits.size(0), B = logits.size(1), C = logits.size(2);
-  RowArgs<scalar_t> a{
-      logits.const_data_ptr<scalar_t>(), logits.stride(0), logits.stride(1), B, C,
+  const auto fopt = logits.options().dtype(c10::CppTypeToScalarType<acc_t>::value);
+  at::Tensor e1 = at::empty({M * B, C}, fopt);
+  at::Tensor stats = at::empty({M * B, 2}, fopt);
+  at::Tensor argmax = at::empty({M * B}, logits.options().dtype(at::kLong));
+  const EdgeLossProblem<scalar_t, acc_t> P{
+      logits.const_data_ptr<scalar_t>(), logits.stride(0), logits.stride(1), M, B, C,
       edge_index.size(0), labels.const_data_ptr<int64_t>(), edge_index.const_data_ptr<int32_t>(),
-      edge_params.const_data_ptr<double>(), *progress.const_data_ptr<double>(),
+      edge_params.const_data_ptr<double>(), progress.const_data_ptr<double>(),
       reduction == kReduceMean ? static_cast<acc_t>(B) : acc_t(1),
       weights ? weights->const_data_ptr<acc_t>() : nullptr,
       row_loss ? row_loss->mutable_data_ptr<acc_t>() : nullptr,
-      row_gate ? row_gate->mutable_data_ptr<acc_t>() : nullptr, grad.mutable_data_ptr<scalar_t>()};
-  const int64_t grain = std::max<int64_t>(1, 8192 / C);
-  at::parallel_for(0, M * B, grain, [&](int64_t begin, int64_t end) {
-    std::vector<acc_t> buf(3 * C);
-    rows_chunk(a, begin, end, buf.data());
-  });
+      row_gate ? row_gate->mutable_data_ptr<acc_t>() : nullptr, e1.mutable_data_ptr<acc_t>(),
+      stats.mutable_data_ptr<acc_t>(), argmax.mutable_data_ptr<int64_t>(),
+      grad.mutable_data_ptr<scalar_t>()};
+  const int64_t grain = std::max<int64_t>(1, 4096 / C);
+  for (int phase : {1, 2}) {
+    at::parallel_for(0, M * B, grain, [&](int64_t begin, int64_t end) {
+      std::vector<acc_t> buf(phase == 1 ? 0 : 3 * C);
+      rows_chunk(P, phase, begin, end, buf.data());
+    });
+  }
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gated_edge_loss_cpu(

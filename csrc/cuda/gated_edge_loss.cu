@@ -1,9 +1,10 @@
 // CUDA kernels of ktgfast::gated_edge_loss and its backward.
 //
-// Thin by design: one warp per destination row runs the shared math of
-// common/gated_edge_loss.h (which the CPU tests execute line for line); a second
+// Thin by design: one warp per row runs the shared math of
+// common/gated_edge_loss.h (which the CPU tests execute line for line): phase 1
+// the per-slot softmax statistics, phase 2 every edge of a destination row; a
 // single-block kernel reduces the (E, B) per-sample buffers in a fixed order.
-// Two launches for any number of edges, on the current stream, no host sync.
+// Three launches for any number of edges, on the current stream, no host sync.
 // (Only c10 CUDA headers: ATen/cuda/CUDAContext.h drags in cuSPARSE/cuBLAS
 // headers that a bare toolkit may lack.)
 #include <ATen/Dispatch.h>
@@ -62,29 +63,27 @@ struct WarpLanes {
   }
 };
 
+// Phase 1: per-slot statistics; one warp per row.
 template <typename scalar_t, typename acc_t>
-__global__ void edge_rows_kernel(const scalar_t* __restrict__ z, int64_t sm, int64_t sb,
-                                 int64_t M, int64_t B, int64_t C,
-                                 const int64_t* __restrict__ labels,
-                                 const int32_t* __restrict__ edge_index,
-                                 const double* __restrict__ edge_params, int64_t E,
-                                 const double* __restrict__ progress, acc_t div,
-                                 const acc_t* __restrict__ weights, acc_t* row_loss,
-                                 acc_t* row_gate, acc_t* workspace, bool in_place,
-                                 scalar_t* grad) {
+__global__ void slot_stats_kernel(const EdgeLossProblem<scalar_t, acc_t> P) {
   const int64_t r = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp;
-  if (r >= M * B) return;  // whole warps leave together, shuffles stay converged
-  const int64_t t = r / B, n = r % B;
-  const int64_t rows = M * B;
-  // workspace = [et | es | acc] planes of (rows, C); accumulate straight into
-  // the gradient when its dtype is the accumulation dtype.
+  if (r >= P.M * P.B) return;  // whole warps leave together, shuffles stay converged
+  slot_stats_row<acc_t>(WarpLanes{static_cast<int>(threadIdx.x % kWarp)}, P, r);
+}
+
+// Phase 2: every incoming edge of one destination row; one warp per row.
+// workspace = [et | es | acc] planes of (rows, C); the gradient itself is the
+// accumulator when its dtype is the accumulation dtype.
+template <typename scalar_t, typename acc_t>
+__global__ void edge_rows_kernel(const EdgeLossProblem<scalar_t, acc_t> P, acc_t* workspace,
+                                 bool in_place) {
+  const int64_t r = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp;
+  const int64_t rows = P.M * P.B, C = P.C;
+  if (r >= rows) return;
   RowScratch<acc_t> scratch{
-      in_place ? reinterpret_cast<acc_t*>(grad + r * C) : workspace + (2 * rows + r) * C,
+      in_place ? reinterpret_cast<acc_t*>(P.grad + r * C) : workspace + (2 * rows + r) * C,
       workspace + r * C, workspace + (rows + r) * C};
-  edge_loss_row<acc_t, scalar_t>(WarpLanes{static_cast<int>(threadIdx.x % kWarp)}, z, sm, sb, C,
-                                 B, n, static_cast<int32_t>(t), labels, edge_index, edge_params,
-                                 E, *progress, div, weights, row_loss,
-                                 row_gate, scratch, in_place ? nullptr : grad + r * C);
+  edge_loss_row<acc_t>(WarpLanes{static_cast<int>(threadIdx.x % kWarp)}, P, r, scratch);
 }
 
 template <typename acc_t>
@@ -140,19 +139,27 @@ void launch_rows(const at::Tensor& logits, const at::Tensor& labels, const at::T
   const int64_t rows = M * B;
   if (rows == 0) return;
   constexpr bool in_place = std::is_same<scalar_t, acc_t>::value;
-  at::Tensor workspace = at::empty({in_place ? 2 : 3, rows, C},
-                                   logits.options().dtype(c10::CppTypeToScalarType<acc_t>::value));
-  const acc_t div = reduction == kReduceMean ? static_cast<acc_t>(B) : acc_t(1);
+  const auto fopt = logits.options().dtype(c10::CppTypeToScalarType<acc_t>::value);
+  at::Tensor workspace = at::empty({in_place ? 3 : 4, rows, C}, fopt);  // e1, et, es[, acc]
+  at::Tensor stats = at::empty({rows, 2}, fopt);
+  at::Tensor argmax = at::empty({rows}, logits.options().dtype(at::kLong));
+  acc_t* ws = workspace.mutable_data_ptr<acc_t>();
+  const EdgeLossProblem<scalar_t, acc_t> P{
+      logits.const_data_ptr<scalar_t>(), logits.stride(0), logits.stride(1), M, B, C,
+      edge_index.size(0), labels.const_data_ptr<int64_t>(), edge_index.const_data_ptr<int32_t>(),
+      edge_params.const_data_ptr<double>(), progress.const_data_ptr<double>(),
+      reduction == kReduceMean ? static_cast<acc_t>(B) : acc_t(1),
+      weights ? weights->const_data_ptr<acc_t>() : nullptr,
+      row_loss ? row_loss->mutable_data_ptr<acc_t>() : nullptr,
+      row_gate ? row_gate->mutable_data_ptr<acc_t>() : nullptr, ws,
+      stats.mutable_data_ptr<acc_t>(), argmax.mutable_data_ptr<int64_t>(),
+      grad.mutable_data_ptr<scalar_t>()};
   const int64_t blocks = (rows + kWarpsPerBlock - 1) / kWarpsPerBlock;
   auto stream = c10::cuda::getCurrentCUDAStream();
+  slot_stats_kernel<scalar_t, acc_t><<<blocks, kWarpsPerBlock * kWarp, 0, stream>>>(P);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
   edge_rows_kernel<scalar_t, acc_t><<<blocks, kWarpsPerBlock * kWarp, 0, stream>>>(
-      logits.const_data_ptr<scalar_t>(), logits.stride(0), logits.stride(1), M, B, C,
-      labels.const_data_ptr<int64_t>(), edge_index.const_data_ptr<int32_t>(),
-      edge_params.const_data_ptr<double>(), edge_index.size(0), progress.const_data_ptr<double>(),
-      div, weights ? weights->const_data_ptr<acc_t>() : nullptr,
-      row_loss ? row_loss->mutable_data_ptr<acc_t>() : nullptr,
-      row_gate ? row_gate->mutable_data_ptr<acc_t>() : nullptr,
-      workspace.mutable_data_ptr<acc_t>(), in_place, grad.mutable_data_ptr<scalar_t>());
+      P, ws + rows * C, in_place);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
