@@ -33,14 +33,14 @@ def _graph_params(pairs: list[str]) -> dict:
 
 def _graph(args: argparse.Namespace) -> int:
     from .graph import list_presets, render, resolve_graph, summary, to_dot, validate
-    from .models import list_models
+    from .models import model_options
 
     if args.action == "list":
         print("\n".join(list_presets()))
         return 0
     if not args.graph:
         raise SystemExit(f"ktgfast graph {args.action}: name a preset or a YAML file")
-    graph = validate(resolve_graph(args.graph, **_graph_params(args.graph_arg)), list_models())
+    graph = validate(resolve_graph(args.graph, **_graph_params(args.graph_arg)), model_options)
     if args.action == "show":
         print(summary(graph))
         if args.dot:

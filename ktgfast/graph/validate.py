@@ -12,8 +12,22 @@ class GraphError(ValueError):
     """A graph that cannot be trained, with the offending field path."""
 
 
-def validate(graph: Graph, known_models: list[str] | None = None) -> Graph:
-    """Check a graph; returns it unchanged or raises :class:`GraphError`."""
+def _model_known(name: str, known_models) -> bool:
+    if callable(known_models):  # a lookup such as ktgfast.models.model_options
+        try:
+            known_models(name)
+            return True
+        except ValueError:
+            return False
+    return name in known_models
+
+
+def validate(graph: Graph, known_models=None) -> Graph:
+    """Check a graph; returns it unchanged or raises :class:`GraphError`.
+
+    ``known_models``: a list of names, or a lookup that raises ValueError for
+    an unknown name (``ktgfast.models.model_options`` accepts templates such
+    as ``wrn16_1``)."""
     if not graph.nodes:
         raise GraphError("graph.nodes: a graph needs at least one model node")
     names = graph.node_names()
@@ -23,9 +37,12 @@ def validate(graph: Graph, known_models: list[str] | None = None) -> Graph:
             raise GraphError(f"{w}.name: {n.name!r} is not a valid node name (non-empty, not 'label')")
         if names.count(n.name) > 1:
             raise GraphError(f"{w}.name: duplicate node name {n.name!r}")
-        if known_models is not None and n.model != AUTO_MODEL and n.model not in known_models:
+        if known_models is not None and n.model != AUTO_MODEL and not _model_known(n.model, known_models):
+            from ..models import list_models
+
+            names = known_models if isinstance(known_models, list) else list_models()
             raise GraphError(
-                f"{w}.model: unknown model {n.model!r}; allowed: {AUTO_MODEL}, {', '.join(known_models)}"
+                f"{w}.model: unknown model {n.model!r}; allowed: {AUTO_MODEL}, {', '.join(names)}"
             )
         if not isinstance(n.options, dict):
             raise GraphError(f"{w}.options: expected a mapping, got {n.options!r}")

@@ -149,6 +149,8 @@ def coerce(cls, name: str, value):
                     return False
                 raise ValueError(value)
             return bool(value)
+        if base in (int, float) and isinstance(value, bool):
+            raise ValueError(value)  # YAML `true` is not a count
         if base is int:
             if isinstance(value, float) and not value.is_integer():
                 raise ValueError(value)

@@ -23,8 +23,11 @@ class MetricsLog:
             except ImportError:
                 self.writer = None
 
-    def log(self, row: dict) -> None:
+    def add(self, row: dict) -> None:
         self.history.append(row)
+
+    def write(self, row: dict) -> None:
+        """CSV (whole history) and TensorBoard for the newest row."""
         if not self.enabled:
             return
         self.write_csv()

@@ -20,6 +20,21 @@ def cache_dir(config) -> Path:
     return Path(root) / "pretrained"
 
 
+def data_fingerprint(split) -> str:
+    """Content hash of a training split (images and labels), memoised on it."""
+    cached = getattr(split, "_ktg_fingerprint", None)
+    if cached is None:
+        h = hashlib.sha256()
+        h.update(split.images.contiguous().cpu().numpy().tobytes())
+        h.update(split.labels.contiguous().cpu().numpy().tobytes())
+        cached = h.hexdigest()[:16]
+        try:
+            object.__setattr__(split, "_ktg_fingerprint", cached)
+        except AttributeError:
+            pass
+    return cached
+
+
 def pretrain_key(trainer, node) -> str:
     from .trainer import default_model
 
@@ -27,7 +42,8 @@ def pretrain_key(trainer, node) -> str:
     data = trainer.data
     content = {
         "model": model, "options": node.options, "data": data.name,
-        "train_size": len(data.train.labels), "num_classes": data.num_classes,
+        "train_size": len(data.train.labels), "train_data": data_fingerprint(data.train),
+        "num_classes": data.num_classes,
         "channels": data.channels, "recipe": {k: getattr(trainer.config, k) for k in RECIPE_KEYS},
     }
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]

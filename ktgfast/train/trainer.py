@@ -64,11 +64,11 @@ class Trainer:
     def __init__(self, graph: Graph | str, data, config: TrainConfig | None = None, *,
                  resume: bool = False, graph_params: dict | None = None):
         from ..data import get_dataset
-        from ..models import list_models
+        from ..models import model_options
 
         self.config = (config or TrainConfig()).validate()
         self.graph = resolve_graph(graph, **(graph_params or {})) if isinstance(graph, str) else graph
-        validate(self.graph, known_models=list_models())
+        validate(self.graph, known_models=model_options)
         cfg = self.config
         self.dist = DistEnv.from_env()
         if cfg.threads:
@@ -140,7 +140,12 @@ class Trainer:
         for i, node in enumerate(self.graph.nodes):
             if self.learning[i]:
                 continue
-            path = node.weights or ensure_pretrained(self, node)
+            if node.weights:
+                path = node.weights
+            else:  # pretraining runs its own seeded trainer: keep our RNG streams
+                rng = ckpt.rng_state()
+                path = ensure_pretrained(self, node)
+                ckpt.set_rng_state(rng)
             state = torch.load(path, map_location=self.device, weights_only=True)
             try:
                 self.models[i].load_state_dict(state)
@@ -268,8 +273,9 @@ class Trainer:
         for split in cfg.eval_splits:
             for k, v in self.evaluate(split).items():
                 row[f"{split}_acc:{k}"] = round(v, 4)
+        self.log.add(row)          # in the history before the checkpoint saves it
         self._save_checkpoint()
-        self.log.log(row)
+        self.log.write(row)
         self._print(_console(row))
         return row
 
