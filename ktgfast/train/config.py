@@ -52,6 +52,8 @@ class TrainConfig:
     log_every: int = 50          # steps between host reads (NaN check, progress bar)
     progress_bar: bool | None = None  # None: when stderr is a terminal
     tensorboard: bool = True
+    checkpoint: bool = True      # write checkpoint.pt every epoch (searches turn it off)
+    verbose: bool = True         # print the graph and one line per epoch
     pretrain_cache: str | None = None  # default: $KTGFAST_CACHE or ~/.cache/ktgfast
 
     def validate(self) -> "TrainConfig":

@@ -46,6 +46,7 @@ class MetricsLog:
         w = csv.DictWriter(buf, fieldnames=keys)
         w.writeheader()
         w.writerows(self.history)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(buf.getvalue(), self.run_dir / "metrics.csv")
 
     def close(self) -> None:

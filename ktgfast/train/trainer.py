@@ -327,7 +327,7 @@ class Trainer:
         }
 
     def _save_checkpoint(self) -> None:
-        if self.is_main:
+        if self.is_main and self.config.checkpoint:
             ckpt.atomic_save(self.state_dict(), self.run_dir / "checkpoint.pt")
 
     def _resume(self) -> None:
@@ -362,7 +362,7 @@ class Trainer:
                     leave=False, dynamic_ncols=True)
 
     def _print(self, text: str) -> None:
-        if self.is_main:
+        if self.is_main and self.config.verbose:
             print(text, flush=True)
 
     def render_graph(self, path: str | os.PathLike) -> Path:

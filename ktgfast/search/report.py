@@ -1,0 +1,154 @@
+"""What a search leaves behind: a leaderboard (CSV + table), the best graph
+(YAML + picture), everyone's learning curves (pruned trials marked, like the
+thesis's fig. 3.10), and ``ktgfast search status``."""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from ..graph import Graph, render, save_graph
+from ..train.checkpoint import atomic_write_text
+
+
+def score(t: optuna.trial.FrozenTrial) -> float | None:
+    """Accuracy at the last epoch reached (completed or stopped)."""
+    if t.state == TrialState.COMPLETE:
+        return t.value
+    if t.intermediate_values:
+        return t.intermediate_values[max(t.intermediate_values)]
+    return None
+
+
+def _models(t) -> str:
+    g = t.user_attrs.get("graph")
+    return ",".join(n["model"] for n in g["nodes"]) if g else ""
+
+
+def _gates(t) -> str:
+    g = t.user_attrs.get("graph")
+    if not g:
+        return ""
+
+    def gate(e):
+        x = e.get("gate", "through")
+        return x if isinstance(x, str) else f"sine({x.get('f', 0):.2f},{x.get('phi', 0):.2f})"
+
+    return " ".join(f"{e['src']}>{e['dst']}:{gate(e)}" for e in g["edges"])
+
+
+def leaderboard(study: optuna.Study) -> list[dict]:
+    rows = []
+    for t in study.get_trials(deepcopy=False):
+        s = score(t)
+        rows.append({
+            "number": t.number, "state": t.state.name,
+            "score": None if s is None else round(s, 4),
+            "epochs": max(t.intermediate_values) if t.intermediate_values else 0,
+            "stopped_at": t.user_attrs.get("stopped_at", ""),
+            "duplicate_of": t.user_attrs.get("duplicate_of", ""),
+            "rejected": t.user_attrs.get("rejected", ""), "error": t.user_attrs.get("error", ""),
+            "graph_key": t.user_attrs.get("graph_key", ""), "models": _models(t), "gates": _gates(t),
+            "duration_s": round(t.duration.total_seconds(), 2) if t.duration else "",
+        })
+    rows.sort(key=lambda r: (r["score"] is None, -(r["score"] or 0), r["number"]))
+    return rows
+
+
+def summary(study: optuna.Study) -> dict:
+    trials = study.get_trials(deepcopy=False)
+    count = lambda st: sum(t.state == st for t in trials)
+    return {
+        "trials": len(trials), "complete": count(TrialState.COMPLETE),
+        "pruned": sum(t.state == TrialState.PRUNED and "rejected" not in t.user_attrs for t in trials),
+        "rejected": sum("rejected" in t.user_attrs for t in trials),
+        "failed": count(TrialState.FAIL), "running": count(TrialState.RUNNING),
+        "duplicates": sum("duplicate_of" in t.user_attrs for t in trials),
+    }
+
+
+def format_table(rows: list[dict], top: int = 10) -> str:
+    head = f"{'#':>5} {'state':<8} {'score':>7} {'epochs':>6}  models / gates"
+    lines = [head, "-" * len(head)]
+    for r in rows[:top]:
+        sc = "-" if r["score"] is None else f"{r['score']:.2f}"
+        lines.append(f"{r['number']:>5} {r['state']:<8} {sc:>7} {r['epochs']:>6}  "
+                     f"{r['models']}  {r['gates']}")
+    return "\n".join(lines)
+
+
+def plot_curves(study: optuna.Study, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    best = max((t for t in study.get_trials(deepcopy=False) if score(t) is not None),
+               key=score, default=None)
+    for t in study.get_trials(deepcopy=False):
+        if not t.intermediate_values:
+            continue
+        steps = sorted(t.intermediate_values)
+        vals = [t.intermediate_values[s] for s in steps]
+        pruned = t.state == TrialState.PRUNED
+        ax.plot(steps, vals, color="tab:gray" if pruned else "tab:blue", alpha=0.45 if pruned else 0.8,
+                lw=0.8 if pruned else 1.3)
+        if pruned:
+            ax.plot(steps[-1], vals[-1], "x", color="tab:red", ms=5)
+    if best is not None and best.intermediate_values:
+        steps = sorted(best.intermediate_values)
+        ax.plot(steps, [best.intermediate_values[s] for s in steps], color="tab:orange", lw=2.5,
+                label=f"best: trial {best.number}")
+    top = max([max(t.intermediate_values) for t in study.get_trials(deepcopy=False)
+               if t.intermediate_values] or [1])
+    rung = 1
+    while rung <= top:
+        ax.axvline(rung, color="k", lw=0.5, ls=":")
+        rung *= 2
+    ax.plot([], [], "x", color="tab:red", label="pruned (stopped here)")
+    ax.set_xscale("log", base=2)
+    ax.set_xlabel("epoch (ASHA rungs dotted)")
+    ax.set_ylabel("target validation accuracy (%)")
+    ax.set_title(f"{study.study_name}: learning curves of all trials")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_outputs(study: optuna.Study, settings):
+    from .study import StudyResult
+
+    out = settings.study_dir()
+    out.mkdir(parents=True, exist_ok=True)
+    rows = leaderboard(study)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(rows[0]) if rows else ["number"])
+    w.writeheader()
+    w.writerows(rows)
+    atomic_write_text(buf.getvalue(), out / "leaderboard.csv")
+    s = summary(study)
+    best_row = next((r for r in rows if r["score"] is not None), None)
+    best_graph = None
+    if best_row is not None:
+        trial = study.trials[best_row["number"]]
+        best_graph = Graph.from_dict(trial.user_attrs["graph"])
+        best_graph.name = f"{settings.study_name()}-best"
+        save_graph(best_graph, out / "best_graph.yaml")
+        render(best_graph, out / "best_graph.png")
+    if any(t.intermediate_values for t in study.get_trials(deepcopy=False)):
+        plot_curves(study, out / "curves.png")
+    print(format_table(rows), flush=True)
+    print(f"{s['trials']} trials: {s['complete']} complete, {s['pruned']} pruned, {s['failed']} failed, "
+          f"{s['rejected']} rejected, {s['duplicates']} duplicates; outputs in {out}", flush=True)
+    return StudyResult(
+        study_name=settings.study_name(), study_dir=out,
+        best_number=None if best_row is None else best_row["number"],
+        best_score=None if best_row is None else best_row["score"], best_graph=best_graph,
+        trials=s["trials"], complete=s["complete"], pruned=s["pruned"], failed=s["failed"],
+        rejected=s["rejected"], duplicates=s["duplicates"])

@@ -1,0 +1,136 @@
+"""Search spaces as data: which graphs a search may sample (SPEC §1, 3.2.5).
+
+The target node (node0) and its model, and the number of nodes, are fixed;
+searched are the model of every auxiliary node and the gate of every edge,
+label edges included: one of a discrete gate list, or Sine gates with
+``f ∈ [0, 1]`` and ``φ ∈ [0, 3/4·2π]``.  Model lists may differ per dataset
+(``{default: [...], mnist5k: [...]}``) so one space runs a CPU demo and the
+thesis setting alike.  Built-in spaces live in ``spaces/*.yaml``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..edges import GATE_KINDS, LABEL
+from ..graph import Edge, Gate, Graph, Node
+
+SINE = "sine"
+PHI_MAX = 0.75 * 2 * math.pi
+SPACE_KEYS = ("name", "nodes", "target_model", "aux_models", "gates", "edge_loss", "temperature")
+
+
+def _per_dataset(value: Any, where: str) -> dict:
+    """``x`` or ``{default: x, dataset: y}`` → a mapping with a default."""
+    if isinstance(value, dict):
+        if "default" not in value:
+            raise ValueError(f"{where}: a per-dataset mapping needs a 'default' entry")
+        return dict(value)
+    return {"default": value}
+
+
+@dataclass
+class SearchSpace:
+    name: str
+    nodes: int
+    target_model: dict = field(default_factory=lambda: {"default": "auto"})
+    aux_models: dict = field(default_factory=lambda: {"default": ["auto"]})
+    gates: list[str] | str = field(default_factory=lambda: ["through", "cutoff", "linear", "correct"])
+    edge_loss: str = "kl"
+    temperature: float = 1.0
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str = "space") -> "SearchSpace":
+        if not isinstance(data, dict):
+            raise ValueError(f"{where}: expected a mapping, got {type(data).__name__}")
+        for k in data:
+            if k not in SPACE_KEYS:
+                raise ValueError(f"{where}: unknown key {k!r}; allowed: {', '.join(SPACE_KEYS)}")
+        nodes = data.get("nodes")
+        if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 1:
+            raise ValueError(f"{where}.nodes: {nodes!r}; expected an integer >= 1")
+        gates = data.get("gates", ["through", "cutoff", "linear", "correct"])
+        if gates != SINE:
+            if not isinstance(gates, list) or not gates:
+                raise ValueError(f"{where}.gates: expected a list of gate names or 'sine'")
+            for g in gates:
+                if g not in GATE_KINDS or g in ("sine", "threshold", "neg_linear"):
+                    raise ValueError(f"{where}.gates: {g!r} is not a searchable discrete gate; "
+                                     "allowed: through, cutoff, linear, correct (or gates: sine)")
+        aux = _per_dataset(data.get("aux_models", ["auto"]), f"{where}.aux_models")
+        for k, v in aux.items():
+            if not isinstance(v, list) or not v:
+                raise ValueError(f"{where}.aux_models.{k}: expected a non-empty list of models")
+        return cls(
+            name=str(data.get("name", "space")), nodes=nodes,
+            target_model=_per_dataset(data.get("target_model", "auto"), f"{where}.target_model"),
+            aux_models=aux, gates=gates, edge_loss=data.get("edge_loss", "kl"),
+            temperature=float(data.get("temperature", 1.0)),
+        )
+
+    # ------------------------------------------------------------------ models
+    def target_for(self, dataset: str) -> str:
+        return self.target_model.get(dataset, self.target_model["default"])
+
+    def aux_for(self, dataset: str) -> list[str]:
+        return list(self.aux_models.get(dataset, self.aux_models["default"]))
+
+    def node_names(self) -> list[str]:
+        return [f"node{i}" for i in range(self.nodes)]
+
+    def edge_pairs(self) -> list[tuple[str, str]]:
+        names = self.node_names()
+        return [(s, t) for t in names for s in [LABEL, *names] if s != t]
+
+    def size(self, dataset: str = "default") -> float:
+        """Number of distinct graphs (inf for Sine gates): M^(N-1) · G^(N²)."""
+        if self.gates == SINE:
+            return math.inf
+        return len(self.aux_for(dataset)) ** (self.nodes - 1) * len(self.gates) ** len(self.edge_pairs())
+
+    # ---------------------------------------------------------------- sampling
+    def sample(self, trial, dataset: str) -> Graph:
+        """A graph from an Optuna trial (parameters named model_i, gate_src_dst,
+        f_src_dst, phi_src_dst)."""
+        names = self.node_names()
+        nodes = [Node(names[0], self.target_for(dataset))]
+        aux = self.aux_for(dataset)
+        for n in names[1:]:
+            nodes.append(Node(n, trial.suggest_categorical(f"model_{n}", aux)))
+        edges = []
+        for s, t in self.edge_pairs():
+            key = f"{s}_{t}"
+            if self.gates == SINE:
+                gate = Gate("sine", f=trial.suggest_float(f"f_{key}", 0.0, 1.0),
+                            phi=trial.suggest_float(f"phi_{key}", 0.0, PHI_MAX))
+            else:
+                gate = Gate(trial.suggest_categorical(f"gate_{key}", list(self.gates)))
+            loss = "ce" if s == LABEL else self.edge_loss
+            edges.append(Edge(s, t, loss, gate, T=self.temperature if s != LABEL else 1.0))
+        return Graph(nodes, edges, names[0], name=f"{self.name}")
+
+
+def builtin_spaces() -> dict[str, Path]:
+    root = resources.files(__package__) / "spaces"
+    return {p.name[:-5]: Path(str(p)) for p in root.iterdir() if p.name.endswith(".yaml")}
+
+
+def load_space(name_or_path: str) -> SearchSpace:
+    spaces = builtin_spaces()
+    if name_or_path in spaces:
+        path = spaces[name_or_path]
+    else:
+        path = Path(name_or_path)
+        if not path.exists():
+            raise ValueError(f"search space {name_or_path!r} is neither built in nor a file; "
+                             f"built-in: {', '.join(sorted(spaces))}")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ValueError(f"search space file {str(path)!r} is not valid YAML: {exc}") from None
+    return SearchSpace.from_dict(data, where=path.name)
