@@ -97,8 +97,80 @@ def _add_train(sub) -> None:
     p.set_defaults(run=_train)
 
 
+def _search(args: argparse.Namespace) -> int:
+    from .search import builtin_spaces, search
+    from .search.study import SearchSettings, retrain, status
+
+    what = args.what or []
+    if what[:1] == ["spaces"]:
+        from .search import load_space
+
+        for name in sorted(builtin_spaces()):
+            sp = load_space(name)
+            print(f"{name:<20} {sp.nodes} nodes, gates {sp.gates}, ~{sp.size():.3g} graphs")
+        return 0
+    if what[:1] == ["status"]:
+        if len(what) != 2:
+            raise SystemExit("usage: ktgfast search status STUDY [--out DIR] [--storage URL]")
+        status(what[1], out=args.out, storage=args.storage)
+        return 0
+    if what:
+        raise SystemExit(f"ktgfast search: unknown action {what[0]!r}; allowed: spaces, status "
+                         "(or none to run a search)")
+    overrides = {}
+    for pair in args.set:
+        if "=" not in pair:
+            raise SystemExit(f"--set {pair!r}: expected KEY=VALUE")
+        k, v = pair.split("=", 1)
+        overrides[k] = v
+    devices = args.devices.split(",") if args.devices else None
+    workers = args.workers or (len(devices) if devices else 1)
+    result = search(args.space, args.data, trials=args.trials, epochs=args.epochs, workers=workers,
+                    devices=devices, study=args.study, storage=args.storage, out=args.out,
+                    sampler=args.sampler, seed=args.seed, val_size=args.val_size,
+                    data_root=args.data_root, config=overrides)
+    hours = result.wall_s / 3600
+    print(f"wall time {result.wall_s:.1f}s"
+          + (f", {result.trials / hours:.0f} trials/hour" if hours > 0 else ""))
+    if args.retrain:
+        settings = SearchSettings(space=args.space, data=args.data, epochs=args.epochs,
+                                  study=args.study, out=args.out, seed=args.seed,
+                                  data_root=args.data_root, config=overrides)
+        retrain(result, settings, seeds=args.seeds, epochs=args.retrain_epochs)
+    return 0
+
+
+def _add_search(sub) -> None:
+    p = sub.add_parser("search", help="graph-structure search (ASHA on Optuna); "
+                                      "`search spaces`, `search status STUDY`")
+    p.add_argument("what", nargs="*", help="nothing (run), 'spaces', or 'status STUDY'")
+    p.add_argument("--space", default="ktg-4gates-3nodes", help="built-in space or YAML file")
+    p.add_argument("--data", default="mnist5k")
+    p.add_argument("--data-root", default=None)
+    p.add_argument("--trials", type=int, default=40)
+    p.add_argument("--epochs", type=int, default=8, help="epochs of a trial that is never pruned")
+    p.add_argument("--workers", type=int, default=None, help="local worker processes")
+    p.add_argument("--devices", default=None, help="e.g. 0,1,2,3 or cuda:0,cuda:1: one worker each")
+    p.add_argument("--study", default=None, help="study name (default SPACE-DATA); same name resumes")
+    p.add_argument("--storage", default=None,
+                   help="journal:PATH (default: a journal in the study folder) or postgresql://...")
+    p.add_argument("--out", default="searches", help="folder of study folders")
+    p.add_argument("--sampler", default="random", choices=["random", "tpe"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-size", type=float, default=None,
+                   help="validation carved from train when the dataset has none (CIFAR: 10000)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="training config override, e.g. batch_size=128")
+    p.add_argument("--retrain", action="store_true",
+                   help="train the best graph on all training data and report test accuracy")
+    p.add_argument("--seeds", type=int, default=1, help="retraining seeds (mean ± std)")
+    p.add_argument("--retrain-epochs", type=int, default=None)
+    p.set_defaults(run=_search)
+
+
 # name -> function adding the sub-parser; later commands register here.
-COMMANDS: dict[str, Callable] = {"train": _add_train, "graph": _add_graph, "info": _add_info}
+COMMANDS: dict[str, Callable] = {"train": _add_train, "search": _add_search, "graph": _add_graph,
+                                 "info": _add_info}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -206,7 +206,8 @@ class Objective:
             row = trainer.train_epoch()
             acc = row[f"val_acc:{target}"]
             trial.report(acc, epoch)
-            if trial.should_prune():
+            # The last epoch is the trial's result, not a rung to stop at.
+            if epoch < s.epochs and trial.should_prune():
                 trial.set_user_attr("stopped_at", epoch)
                 raise optuna.TrialPruned(f"pruned at epoch {epoch} with {acc:.2f}%")
         return acc
@@ -309,8 +310,12 @@ def search(space: str, data: str, **kwargs) -> StudyResult:
     return result
 
 
+def _device_name(d: str) -> str:
+    return f"cuda:{d}" if d.isdigit() else d
+
+
 def _run_workers(settings: SearchSettings) -> None:
-    devices = settings.devices or ["cpu"] * settings.workers
+    devices = [_device_name(d) for d in settings.devices] if settings.devices else ["cpu"] * settings.workers
     cpu = all(d == "cpu" for d in devices)
     threads = max(1, (os.cpu_count() or 1) // settings.workers) if cpu else None
     if settings.workers == 1:
@@ -332,3 +337,58 @@ def _run_workers(settings: SearchSettings) -> None:
     if bad:
         print(f"warning: worker(s) {', '.join(bad)} exited abnormally; finished trials are kept, "
               "rerun the same command to complete the study", flush=True)
+
+
+def retrain(result: StudyResult, settings: SearchSettings, seeds: int = 1,
+            epochs: int | None = None) -> dict:
+    """Train the best graph on all training data (train + val) and report the
+    target's test accuracy, mean ± std over ``seeds`` runs.  The only place
+    a search touches the test split, after the choice is made."""
+    import statistics
+
+    from ..data import get_dataset
+
+    if result.best_graph is None:
+        raise ValueError(f"study {result.study_name!r} has no scored trial to retrain")
+    data = full_train_view(get_dataset(settings.data, root=settings.data_root, seed=0))
+    accs = []
+    target = result.best_graph.target_name
+    for i in range(seeds):
+        cfg = TrainConfig().merged({
+            **settings.config, "epochs": epochs or settings.epochs, "eval_splits": ["test"],
+            "seed": settings.seed + i, "tensorboard": False, "verbose": False,
+            "out": str(settings.study_dir() / "retrain" / f"seed{i}")})
+        row = Trainer(result.best_graph, data, cfg).fit()
+        accs.append(row[f"test_acc:{target}"])
+        print(f"retrain seed {i}: test accuracy of {target} {accs[-1]:.2f}%", flush=True)
+    out = {"seeds": seeds, "test_acc": accs, "mean": statistics.fmean(accs),
+           "std": statistics.stdev(accs) if len(accs) > 1 else 0.0, "target": target,
+           "graph_key": result.best_graph.digest(16)}
+    (settings.study_dir() / "retrain.json").write_text(json.dumps(out, indent=1))
+    print(f"retrained best graph: test accuracy {out['mean']:.2f} ± {out['std']:.2f}% "
+          f"over {seeds} seed(s)", flush=True)
+    result.retrain = out
+    return out
+
+
+def status(study_name: str, out: str = "searches", storage: str | None = None) -> dict:
+    """Print and return the state of a running or finished study."""
+    from .report import format_table, leaderboard, summary
+
+    settings = SearchSettings(space=study_name, data="", study=study_name, out=out, storage=storage)
+    saved = settings.study_dir() / "settings.json"
+    if storage is None and not saved.exists():
+        raise ValueError(f"no study {study_name!r} under {out!r} (looked for {saved}); "
+                         "pass --out or --storage")
+    if saved.exists() and storage is None:
+        settings.storage = json.loads(saved.read_text()).get("storage")
+    url = resolve_url(settings.storage, settings.study_dir())
+    try:
+        study = optuna.load_study(study_name=study_name, storage=open_storage(url))
+    except KeyError:
+        raise ValueError(f"storage {describe(url)} has no study {study_name!r}") from None
+    s = summary(study)
+    rows = leaderboard(study)
+    print(format_table(rows))
+    print(" ".join(f"{k}={v}" for k, v in s.items()))
+    return {"summary": s, "leaderboard": rows}
