@@ -96,4 +96,35 @@ inline at::ScalarType loss_dtype(at::ScalarType logits_dtype) {
   return logits_dtype == at::kDouble ? at::kDouble : at::kFloat;
 }
 
+// The inputs as the kernels read them: unit class stride for the logits (other
+// strides are kept, so slices are not copied), everything else contiguous.
+struct EdgeLossInputs {
+  at::Tensor logits, labels, edge_index, edge_params;
+};
+
+inline EdgeLossInputs prepare_inputs(const at::Tensor& logits, const at::Tensor& labels,
+                                     const at::Tensor& edge_index, const at::Tensor& edge_params) {
+  return {logits.stride(2) == 1 ? logits : logits.contiguous(), labels.contiguous(),
+          edge_index.contiguous(), edge_params.contiguous()};
+}
+
+// Forward outputs plus the (E, B) per-sample buffers the reduction reads.
+struct EdgeLossOutputs {
+  at::Tensor row_loss, row_gate, grad, edge_loss, node_loss, count;
+};
+
+inline EdgeLossOutputs allocate_outputs(const at::Tensor& logits, int64_t E) {
+  const int64_t M = logits.size(0), B = logits.size(1);
+  const auto fopt = logits.options().dtype(loss_dtype(logits.scalar_type()));
+  return {at::zeros({E, B}, fopt), at::zeros({E, B}, fopt),
+          at::empty({M, B, logits.size(2)}, logits.options()), at::zeros({E}, fopt),
+          at::zeros({M}, fopt), at::zeros({E}, logits.options().dtype(at::kLong))};
+}
+
+inline void check_grad_edge(const at::Tensor& grad_edge, int64_t E) {
+  TORCH_CHECK(grad_edge.dim() == 1 && grad_edge.size(0) == E,
+              "gated_edge_loss_backward: grad_edge must be (E,) with E = ", E, ", got ",
+              grad_edge.sizes());
+}
+
 }  // namespace ktgfast

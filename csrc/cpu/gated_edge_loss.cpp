@@ -18,11 +18,6 @@
 namespace ktgfast {
 namespace {
 
-// logits with unit class stride; other strides are kept (no copy for slices).
-at::Tensor class_contiguous(const at::Tensor& logits) {
-  return logits.stride(2) == 1 ? logits : logits.contiguous();
-}
-
 // Phase 1 (slot statistics) and phase 2 (edges) over a chunk of rows.
 template <typename scalar_t>
 inline void rows_chunk_impl(const EdgeLossProblem<scalar_t, at::opmath_type<scalar_t>>& P,
@@ -95,33 +90,23 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gated_edge_loss_cpu(
     const at::Tensor& edge_params_in, const at::Tensor& progress, int64_t reduction) {
   check_inputs(logits_in, labels_in, edge_index_in, edge_params_in, progress, reduction);
   check_values_cpu(logits_in, labels_in, edge_index_in, edge_params_in);
-  const auto logits = class_contiguous(logits_in);
-  const auto labels = labels_in.contiguous();
-  const auto edge_index = edge_index_in.contiguous();
-  const auto edge_params = edge_params_in.contiguous();
-  const int64_t M = logits.size(0), B = logits.size(1), E = edge_index.size(0);
-  const auto ldt = loss_dtype(logits.scalar_type());
-  auto fopt = logits.options().dtype(ldt);
-  auto row_loss = at::zeros({E, B}, fopt);
-  auto row_gate = at::zeros({E, B}, fopt);
-  auto grad = at::empty({M, B, logits.size(2)}, logits.options());
-  auto edge_loss = at::empty({E}, fopt);
-  auto node_loss = at::zeros({M}, fopt);
-  auto count = at::empty({E}, logits.options().dtype(at::kLong));
-
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(),
+  const auto in = prepare_inputs(logits_in, labels_in, edge_index_in, edge_params_in);
+  const int64_t B = in.logits.size(1), E = in.edge_index.size(0);
+  auto out = allocate_outputs(in.logits, E);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.logits.scalar_type(),
                                   "gated_edge_loss_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    run_rows<scalar_t>(logits, labels, edge_index, edge_params, progress, reduction, nullptr,
-                       &row_loss, &row_gate, grad);
+    run_rows<scalar_t>(in.logits, in.labels, in.edge_index, in.edge_params, progress, reduction,
+                       nullptr, &out.row_loss, &out.row_gate, out.grad);
+    // Reduce the per-sample buffers in a fixed order (deterministic).
     const acc_t div = reduction == kReduceMean ? static_cast<acc_t>(B) : acc_t(1);
-    const acc_t* rl = row_loss.const_data_ptr<acc_t>();
-    const acc_t* rg = row_gate.const_data_ptr<acc_t>();
-    const int32_t* ei = edge_index.const_data_ptr<int32_t>();
-    const double* ep = edge_params.const_data_ptr<double>();
-    acc_t* el = edge_loss.mutable_data_ptr<acc_t>();
-    acc_t* nl = node_loss.mutable_data_ptr<acc_t>();
-    int64_t* cnt = count.mutable_data_ptr<int64_t>();
+    const acc_t* rl = out.row_loss.const_data_ptr<acc_t>();
+    const acc_t* rg = out.row_gate.const_data_ptr<acc_t>();
+    const int32_t* ei = in.edge_index.const_data_ptr<int32_t>();
+    const double* ep = in.edge_params.const_data_ptr<double>();
+    acc_t* el = out.edge_loss.mutable_data_ptr<acc_t>();
+    acc_t* nl = out.node_loss.mutable_data_ptr<acc_t>();
+    int64_t* cnt = out.count.mutable_data_ptr<int64_t>();
     for (int64_t e = 0; e < E; ++e) {
       acc_t s = 0;
       int64_t k = 0;
@@ -134,7 +119,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gated_edge_loss_cpu(
       nl[ei[e * kEdgeIndexCols + kColDst]] += el[e];
     }
   });
-  return {edge_loss, node_loss, count, grad};
+  return {out.edge_loss, out.node_loss, out.count, out.grad};
 }
 
 at::Tensor gated_edge_loss_backward_cpu(const at::Tensor& grad_edge, const at::Tensor& logits_in,
@@ -143,20 +128,15 @@ at::Tensor gated_edge_loss_backward_cpu(const at::Tensor& grad_edge, const at::T
                                         const at::Tensor& edge_params_in,
                                         const at::Tensor& progress, int64_t reduction) {
   check_inputs(logits_in, labels_in, edge_index_in, edge_params_in, progress, reduction);
-  TORCH_CHECK(grad_edge.dim() == 1 && grad_edge.size(0) == edge_index_in.size(0),
-              "gated_edge_loss_backward: grad_edge must be (E,) with E = ", edge_index_in.size(0),
-              ", got ", grad_edge.sizes());
+  check_grad_edge(grad_edge, edge_index_in.size(0));
   check_values_cpu(logits_in, labels_in, edge_index_in, edge_params_in);
-  const auto logits = class_contiguous(logits_in);
-  const auto labels = labels_in.contiguous();
-  const auto edge_index = edge_index_in.contiguous();
-  const auto edge_params = edge_params_in.contiguous();
-  const auto weights = grad_edge.to(loss_dtype(logits.scalar_type())).contiguous();
-  auto grad = at::empty(logits.sizes(), logits.options().memory_format(at::MemoryFormat::Contiguous));
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(),
+  const auto in = prepare_inputs(logits_in, labels_in, edge_index_in, edge_params_in);
+  const auto weights = grad_edge.to(loss_dtype(in.logits.scalar_type())).contiguous();
+  auto grad = at::empty(in.logits.sizes(), in.logits.options().memory_format(at::MemoryFormat::Contiguous));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.logits.scalar_type(),
                                   "gated_edge_loss_backward_cpu", [&] {
-    run_rows<scalar_t>(logits, labels, edge_index, edge_params, progress, reduction, &weights,
-                       nullptr, nullptr, grad);
+    run_rows<scalar_t>(in.logits, in.labels, in.edge_index, in.edge_params, progress, reduction,
+                       &weights, nullptr, nullptr, grad);
   });
   return grad;
 }

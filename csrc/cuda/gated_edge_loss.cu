@@ -163,41 +163,28 @@ void launch_rows(const at::Tensor& logits, const at::Tensor& labels, const at::T
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
-at::Tensor class_contiguous(const at::Tensor& logits) {
-  return logits.stride(2) == 1 ? logits : logits.contiguous();
-}
-
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gated_edge_loss_cuda(
     const at::Tensor& logits_in, const at::Tensor& labels_in, const at::Tensor& edge_index_in,
     const at::Tensor& edge_params_in, const at::Tensor& progress, int64_t reduction) {
   check_inputs(logits_in, labels_in, edge_index_in, edge_params_in, progress, reduction);
   const c10::cuda::CUDAGuard guard(logits_in.device());
-  const auto logits = class_contiguous(logits_in);
-  const auto labels = labels_in.contiguous();
-  const auto edge_index = edge_index_in.contiguous();
-  const auto edge_params = edge_params_in.contiguous();
-  const int64_t M = logits.size(0), B = logits.size(1), E = edge_index.size(0);
-  auto fopt = logits.options().dtype(loss_dtype(logits.scalar_type()));
-  auto row_loss = at::zeros({E, B}, fopt);
-  auto row_gate = at::zeros({E, B}, fopt);
-  auto grad = at::empty({M, B, logits.size(2)}, logits.options());
-  auto edge_loss = at::zeros({E}, fopt);
-  auto node_loss = at::zeros({M}, fopt);
-  auto count = at::zeros({E}, logits.options().dtype(at::kLong));
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(),
+  const auto in = prepare_inputs(logits_in, labels_in, edge_index_in, edge_params_in);
+  const int64_t M = in.logits.size(0), B = in.logits.size(1), E = in.edge_index.size(0);
+  auto out = allocate_outputs(in.logits, E);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.logits.scalar_type(),
                                   "gated_edge_loss_cuda", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    launch_rows<scalar_t>(logits, labels, edge_index, edge_params, progress, reduction, nullptr,
-                          &row_loss, &row_gate, grad);
+    launch_rows<scalar_t>(in.logits, in.labels, in.edge_index, in.edge_params, progress,
+                          reduction, nullptr, &out.row_loss, &out.row_gate, out.grad);
     const acc_t div = reduction == kReduceMean ? static_cast<acc_t>(B) : acc_t(1);
     edge_reduce_kernel<acc_t><<<1, kReduceThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
-        row_loss.const_data_ptr<acc_t>(), row_gate.const_data_ptr<acc_t>(),
-        edge_index.const_data_ptr<int32_t>(), edge_params.const_data_ptr<double>(), E, B, M, div,
-        edge_loss.mutable_data_ptr<acc_t>(), node_loss.mutable_data_ptr<acc_t>(),
-        count.mutable_data_ptr<int64_t>());
+        out.row_loss.const_data_ptr<acc_t>(), out.row_gate.const_data_ptr<acc_t>(),
+        in.edge_index.const_data_ptr<int32_t>(), in.edge_params.const_data_ptr<double>(), E, B, M,
+        div, out.edge_loss.mutable_data_ptr<acc_t>(), out.node_loss.mutable_data_ptr<acc_t>(),
+        out.count.mutable_data_ptr<int64_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  return {edge_loss, node_loss, count, grad};
+  return {out.edge_loss, out.node_loss, out.count, out.grad};
 }
 
 at::Tensor gated_edge_loss_backward_cuda(const at::Tensor& grad_edge, const at::Tensor& logits_in,
@@ -206,18 +193,15 @@ at::Tensor gated_edge_loss_backward_cuda(const at::Tensor& grad_edge, const at::
                                          const at::Tensor& edge_params_in,
                                          const at::Tensor& progress, int64_t reduction) {
   check_inputs(logits_in, labels_in, edge_index_in, edge_params_in, progress, reduction);
-  TORCH_CHECK(grad_edge.dim() == 1 && grad_edge.size(0) == edge_index_in.size(0),
-              "gated_edge_loss_backward: grad_edge must be (E,) with E = ", edge_index_in.size(0),
-              ", got ", grad_edge.sizes());
+  check_grad_edge(grad_edge, edge_index_in.size(0));
   const c10::cuda::CUDAGuard guard(logits_in.device());
-  const auto logits = class_contiguous(logits_in);
-  const auto weights = grad_edge.to(loss_dtype(logits.scalar_type())).contiguous();
-  auto grad = at::empty(logits.sizes(), logits.options().memory_format(at::MemoryFormat::Contiguous));
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, logits.scalar_type(),
+  const auto in = prepare_inputs(logits_in, labels_in, edge_index_in, edge_params_in);
+  const auto weights = grad_edge.to(loss_dtype(in.logits.scalar_type())).contiguous();
+  auto grad = at::empty(in.logits.sizes(), in.logits.options().memory_format(at::MemoryFormat::Contiguous));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.logits.scalar_type(),
                                   "gated_edge_loss_backward_cuda", [&] {
-    launch_rows<scalar_t>(logits, labels_in.contiguous(), edge_index_in.contiguous(),
-                          edge_params_in.contiguous(), progress, reduction, &weights, nullptr,
-                          nullptr, grad);
+    launch_rows<scalar_t>(in.logits, in.labels, in.edge_index, in.edge_params, progress,
+                          reduction, &weights, nullptr, nullptr, grad);
   });
   return grad;
 }
