@@ -97,6 +97,12 @@ def _add_train(sub) -> None:
     p.set_defaults(run=_train)
 
 
+def _count_or_fraction(text: str) -> int | float:
+    """``10000`` → a count, ``0.2`` → a fraction."""
+    value = float(text)
+    return int(value) if value.is_integer() and value >= 1 else value
+
+
 def _search(args: argparse.Namespace) -> int:
     from .search import builtin_spaces, search
     from .search.study import SearchSettings, retrain, status
@@ -157,7 +163,7 @@ def _add_search(sub) -> None:
     p.add_argument("--out", default="searches", help="folder of study folders")
     p.add_argument("--sampler", default="random", choices=["random", "tpe"])
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--val-size", type=float, default=None,
+    p.add_argument("--val-size", type=_count_or_fraction, default=None,
                    help="validation carved from train when the dataset has none (CIFAR: 10000)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="training config override, e.g. batch_size=128")

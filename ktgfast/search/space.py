@@ -34,6 +34,18 @@ def _per_dataset(value: Any, where: str) -> dict:
     return {"default": value}
 
 
+def _check_models(names: list, where: str) -> None:
+    from ..models import model_options
+
+    for name in names:
+        if name == "auto":
+            continue
+        try:
+            model_options(name)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"{where}: {exc}") from None
+
+
 @dataclass
 class SearchSpace:
     name: str
@@ -66,10 +78,14 @@ class SearchSpace:
         for k, v in aux.items():
             if not isinstance(v, list) or not v:
                 raise ValueError(f"{where}.aux_models.{k}: expected a non-empty list of models")
+        edge_loss = data.get("edge_loss", "kl")
+        if edge_loss not in ("kl", "cos", "pl"):
+            raise ValueError(f"{where}.edge_loss: {edge_loss!r}; allowed: kl, cos, pl")
+        target = _per_dataset(data.get("target_model", "auto"), f"{where}.target_model")
+        _check_models([*target.values(), *(m for v in aux.values() for m in v)], where)
         return cls(
             name=str(data.get("name", "space")), nodes=nodes,
-            target_model=_per_dataset(data.get("target_model", "auto"), f"{where}.target_model"),
-            aux_models=aux, gates=gates, edge_loss=data.get("edge_loss", "kl"),
+            target_model=target, aux_models=aux, gates=gates, edge_loss=edge_loss,
             temperature=float(data.get("temperature", 1.0)),
         )
 

@@ -32,11 +32,10 @@ from optuna.trial import TrialState
 from ..graph import GraphError, validate
 from ..train import NonFiniteLossError, TrainConfig, Trainer
 from .space import SearchSpace, load_space
-from .storage import describe, open_storage, resolve_url
+from .storage import RETRY_OF, describe, open_storage, resolve_url
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-COUNTED = FINISHED + (TrialState.RUNNING, TrialState.WAITING)
-RETRIED_ATTR = "failed_trial"  # RetryFailedTrialCallback's mark on a retry
+COUNTED = FINISHED + (TrialState.RUNNING,)  # WAITING ones (retries, enqueued) run first
 
 
 @dataclass
@@ -142,9 +141,10 @@ def open_study(settings: SearchSettings, sampler_seed: int | None = None) -> opt
 def counted_trials(study: optuna.Study) -> int:
     """Trials that count towards the budget: finished or running, except dead
     workers' failures that were retried as new trials."""
-    trials = study.get_trials(deepcopy=False, states=COUNTED)
-    retried = {t.system_attrs.get(RETRIED_ATTR) for t in trials} - {None}
-    return sum(1 for t in trials if not (t.state == TrialState.FAIL and t.number in retried))
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.system_attrs.get(RETRY_OF) for t in trials} - {None}
+    return sum(1 for t in trials if t.state in COUNTED
+               and not (t.state == TrialState.FAIL and t.number in retried))
 
 
 @contextlib.contextmanager
@@ -188,12 +188,19 @@ class Objective:
         except GraphError as exc:  # rejected before any model is built
             trial.set_user_attr("rejected", str(exc))
             raise optuna.TrialPruned(f"rejected: {exc}") from None
-        for other in trial.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            if other.user_attrs.get("graph_key") == graph.digest(16):
-                trial.set_user_attr("duplicate_of", other.number)
-                for step, v in other.intermediate_values.items():
-                    trial.set_user_attr(f"curve_{step}", v)
+        for other in trial.study.get_trials(
+                deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)):
+            if other.number == trial.number or other.user_attrs.get("graph_key") != graph.digest(16):
+                continue
+            if "rejected" in other.user_attrs or "duplicate_of" in other.user_attrs:
+                continue
+            # Not trained twice: a completed twin lends its score; a pruned or
+            # still running twin makes this one a no-op (it reports nothing, so
+            # ASHA's rung records are not counted twice).
+            trial.set_user_attr("duplicate_of", other.number)
+            if other.state == TrialState.COMPLETE:
                 return other.value
+            raise optuna.TrialPruned(f"duplicate of trial {other.number}")
         cfg = TrainConfig().merged({
             **s.config, "epochs": s.epochs, "eval_splits": ["val"], "device": self.device,
             "seed": s.seed + trial.number, "checkpoint": False, "tensorboard": False,
@@ -231,9 +238,17 @@ def run_worker(settings: SearchSettings, index: int, device: str, threads: int |
     study.sampler = make_sampler(settings.sampler,
                                  settings.seed * 1000 + index + 7919 * counted_trials(study))
     objective = Objective(settings, space, view, device)
+    try:  # PostgreSQL: heartbeats on; the journal: none (recovered on resume)
+        from optuna.storages._heartbeat import is_heartbeat_enabled
+
+        heartbeat = is_heartbeat_enabled(study._storage)
+    except ImportError:  # pragma: no cover - future Optuna
+        heartbeat = False
     done = 0
     while True:
         with study_lock(settings.study_dir()):
+            if heartbeat:  # fail (and queue retries of) dead workers' trials
+                optuna.storages.fail_stale_trials(study)
             if counted_trials(study) >= settings.trials:
                 return done
             trial = study.ask()
@@ -246,6 +261,10 @@ def run_worker(settings: SearchSettings, index: int, device: str, threads: int |
             except NonFiniteLossError as exc:
                 trial.set_user_attr("error", str(exc))
                 study.tell(trial, state=TrialState.FAIL)
+            except BaseException as exc:  # a crash: record it, never leave RUNNING
+                trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
+                study.tell(trial, state=TrialState.FAIL)
+                raise
         done += 1
 
 

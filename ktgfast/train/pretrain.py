@@ -12,7 +12,8 @@ from pathlib import Path
 from .checkpoint import atomic_save
 
 RECIPE_KEYS = ("epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay", "schedule",
-               "milestones", "gamma", "augment", "pad", "pad_mode", "amp", "seed", "val_size")
+               "milestones", "gamma", "augment", "pad", "pad_mode", "amp", "val_size")
+PRETRAIN_SEED = 0  # a teacher is one fixed model per recipe, whatever the student's seed
 
 
 def cache_dir(config) -> Path:
@@ -65,6 +66,7 @@ def ensure_pretrained(trainer, node) -> str:
     graph.nodes[0] = replace(graph.nodes[0], options=dict(node.options))
     # The teacher is judged on validation data only (never on test).
     cfg = replace(trainer.config, out=str(path.with_suffix("")) + "-run", tensorboard=False,
+                  seed=PRETRAIN_SEED, checkpoint=False,
                   eval_splits=["val"] if trainer.data.val is not None else [])
     teacher = Trainer(graph, trainer.data, cfg)
     teacher.fit()
