@@ -20,13 +20,15 @@ from .integrity import IntegrityError
 from .split import Split, carve_validation
 from .superclass import DIGIT_SUPERCLASSES, load_superclass_map
 from .tensor_loader import TensorLoader
+from .dali import DaliLoader, ImageFiles, RandAugmentSpec, dali_available, require_dali  # no DALI import
 
 # builders register themselves on import
 from . import cifar, imagefolder, synthetic  # noqa: E402,F401  isort: skip
 from .mnist5k import load_mnist5k  # noqa: E402  isort: skip
 
 __all__ = [
-    "DATASETS", "DIGIT_SUPERCLASSES", "Augment", "AugParams", "Dataset", "DatasetInfo",
+    "DATASETS", "DIGIT_SUPERCLASSES", "Augment", "AugParams", "DaliLoader", "Dataset", "DatasetInfo",
+    "ImageFiles", "RandAugmentSpec", "dali_available", "require_dali",
     "IntegrityError", "Split", "TensorLoader", "augment_batch", "carve_validation",
     "dataset_options", "get_dataset", "list_datasets", "load_mnist5k", "load_superclass_map",
     "register_dataset",
