@@ -21,6 +21,9 @@ from .split import Split, carve_validation
 from .superclass import DIGIT_SUPERCLASSES, load_superclass_map
 from .tensor_loader import TensorLoader
 from .dali import DaliLoader, ImageFiles, RandAugmentSpec, dali_available, require_dali  # no DALI import
+from .randaugment import OP_NAMES, RandAugment, RandAugmentParams, apply_op, rand_augment
+from .torch_loader import TorchLoader
+from .loaders import LOADER_CHOICES, LOADERS, LoaderUnavailableError, make_loader, resolve_loader
 
 # builders register themselves on import
 from . import cifar, imagefolder, synthetic  # noqa: E402,F401  isort: skip
@@ -28,7 +31,9 @@ from .mnist5k import load_mnist5k  # noqa: E402  isort: skip
 
 __all__ = [
     "DATASETS", "DIGIT_SUPERCLASSES", "Augment", "AugParams", "DaliLoader", "Dataset", "DatasetInfo",
-    "ImageFiles", "RandAugmentSpec", "dali_available", "require_dali",
+    "ImageFiles", "RandAugmentSpec", "dali_available", "require_dali", "OP_NAMES", "RandAugment",
+    "RandAugmentParams", "apply_op", "rand_augment", "TorchLoader", "LOADER_CHOICES", "LOADERS",
+    "LoaderUnavailableError", "make_loader", "resolve_loader",
     "IntegrityError", "Split", "TensorLoader", "augment_batch", "carve_validation",
     "dataset_options", "get_dataset", "list_datasets", "load_mnist5k", "load_superclass_map",
     "register_dataset",

@@ -17,6 +17,7 @@ AMP_MODES = ("none", "bf16", "fp16")
 AUGMENTS = ("auto", "none", "crop", "crop_flip")
 PAD_MODES = ("reflect", "zero")
 EVAL_SPLITS = ("val", "test")
+LOADERS = ("auto", "tensor", "torch", "dali")  # = ktgfast.data.LOADER_CHOICES
 
 
 @dataclass
@@ -40,6 +41,7 @@ class TrainConfig:
     download: bool = False
     eval_splits: list[str] = field(default_factory=lambda: ["val", "test"])
     eval_batch_size: int = 1000
+    loader: str = "auto"           # auto | tensor | torch | dali (auto: by dataset kind and device)
     # speed
     device: str = "auto"
     amp: str = "none"
@@ -71,7 +73,8 @@ class TrainConfig:
             v = getattr(self, name)
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 bad(name, "a finite number >= 0")
-        choices = {"schedule": SCHEDULES, "amp": AMP_MODES, "augment": AUGMENTS, "pad_mode": PAD_MODES}
+        choices = {"schedule": SCHEDULES, "amp": AMP_MODES, "augment": AUGMENTS, "pad_mode": PAD_MODES,
+                   "loader": LOADERS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 bad(name, ", ".join(allowed))

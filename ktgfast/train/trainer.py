@@ -95,12 +95,15 @@ class Trainer:
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
         self.table = EdgeTable(self.graph.edge_specs(), len(self.names), self.device)
 
-        from ..data import Augment, TensorLoader
+        from ..data import Augment
+        from ..data.loaders import make_loader, resolve_loader
 
-        self.train_loader = TensorLoader(
-            self.data.train, cfg.batch_size, shuffle=True, drop_last=True,
-            augment=self._augment(Augment), mean=self.data.mean, std=self.data.std,
-            device=self.device, seed=cfg.seed, rank=self.dist.rank, world_size=self.dist.world_size)
+        self.loader_name, reason = resolve_loader(cfg.loader, self.data, self.device)
+        self._print(reason)
+        self.train_loader = make_loader(
+            self.loader_name, self.data.train, cfg.batch_size, device=self.device, dataset=self.data,
+            shuffle=True, drop_last=True, augment=self._augment(Augment), mean=self.data.mean,
+            std=self.data.std, seed=cfg.seed, rank=self.dist.rank, world_size=self.dist.world_size)
         self.steps_per_epoch = len(self.train_loader)
         if self.steps_per_epoch == 0:
             raise ValueError(f"batch_size {cfg.batch_size} is larger than the training split "
