@@ -65,6 +65,7 @@ import torch
 
 from .augment import Augment
 from .imagefolder import EXTENSIONS
+from .loader_common import EpochMixin, check_loader_args, check_norm, shard_size
 from .split import Split
 from .tensor_loader import _ORDER, _generator
 
@@ -228,7 +229,7 @@ Source = Union[Split, ImageFiles, str, os.PathLike]
 
 # --------------------------------------------------------------------------- the loader
 
-class DaliLoader:
+class DaliLoader(EpochMixin):
     """DALI batches of a ``Split`` or of ``ImageFiles`` (see the module doc).
 
     ``augment``: the weak view's ``Augment`` (pad/crop/flip; with ``crop_size``
@@ -260,12 +261,7 @@ class DaliLoader:
             source = ImageFiles.scan(source)
         if not isinstance(source, (Split, ImageFiles)):
             raise TypeError(f"source must be a Split, ImageFiles or a folder, got {type(source).__name__}")
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"need 0 <= rank < world_size, got rank {rank} of {world_size}")
-        if seed < 0:
-            raise ValueError(f"seed must be >= 0, got {seed}")
+        check_loader_args(batch_size, rank, world_size, seed)
         for name, v in (("crop_size", crop_size), ("resize", resize)):
             if v is not None and (not isinstance(v, int) or v < 1):
                 raise ValueError(f"{name} must be a positive int or None, got {v!r}")
@@ -297,8 +293,7 @@ class DaliLoader:
             self.classes = ()
             # HWC once, on the host: the pipeline's layout; batches are gathers from it
             self._hwc = source.images.permute(0, 2, 3, 1).contiguous().numpy()
-        if len(mean) != C or len(std) != C:
-            raise ValueError(f"mean/std need {C} values (one per channel)")
+        check_norm(mean, std, C)
         if strong is not None and C != 3:
             raise ValueError("RandAugment (strong view) needs RGB images (3 channels)")
         self.channels = C
@@ -356,18 +351,10 @@ class DaliLoader:
     def views(self) -> tuple[str, ...]:
         return ("weak", "strong") if self.strong is not None else ("weak",)
 
-    def set_epoch(self, epoch: int) -> None:
-        if epoch < 0:
-            raise ValueError(f"epoch must be >= 0, got {epoch}")
-        self.epoch = epoch
-
     @property
     def num_samples(self) -> int:
         """Samples this rank sees per epoch (before dropping a short batch)."""
-        n = self._n
-        if self.drop_last:
-            return n // self.world_size
-        return len(torch.arange(n).tensor_split(self.world_size)[self.rank])
+        return shard_size(self._n, self.rank, self.world_size, self.drop_last)
 
     def __len__(self) -> int:
         n, b = self.num_samples, self.batch_size

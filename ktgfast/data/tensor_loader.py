@@ -29,6 +29,7 @@ import torch
 
 from .augment import Augment, AugParams, augment_batch
 from .randaugment import RandAugment, RandAugmentParams
+from .loader_common import EpochMixin, check_loader_args, check_norm, shard_size
 from .split import Split
 
 _ORDER, _AUGMENT, _STRONG = 0, 1, 2  # generator streams
@@ -60,7 +61,7 @@ def shard_order(n: int, epoch: int, *, seed: int, shuffle: bool, drop_last: bool
     return perm.tensor_split(world_size)[rank]
 
 
-class TensorLoader:
+class TensorLoader(EpochMixin):
     """Batches ``(x, y, idx)`` of ``split``: ``x`` float32 normalised
     ``(B, C, H, W)`` on ``device``, ``y`` int64 labels, ``idx`` int64 row
     indices into ``split`` (``split.ids[idx]`` are the stable sample ids).
@@ -96,15 +97,9 @@ class TensorLoader:
                  rank: int = 0, world_size: int = 1, channels_last: bool = False,
                  strong: Optional[RandAugment] = None,
                  batch_transform: Optional[BatchTransform] = None):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"need 0 <= rank < world_size, got rank {rank} of {world_size}")
-        if seed < 0:
-            raise ValueError(f"seed must be >= 0, got {seed}")
+        check_loader_args(batch_size, rank, world_size, seed)
         C, H, W = split.images.shape[1:]
-        if len(mean) != C or len(std) != C:
-            raise ValueError(f"mean/std need {C} values (one per channel)")
+        check_norm(mean, std, C)
         if augment is not None and augment.crop and augment.pad_mode == "reflect" \
                 and augment.pad >= min(H, W):
             raise ValueError(f"reflect padding {augment.pad} is too large for {H}x{W} images")
@@ -136,18 +131,10 @@ class TensorLoader:
                    std=std, device=device, rank=rank, world_size=world_size,
                    channels_last=channels_last)
 
-    def set_epoch(self, epoch: int) -> None:
-        if epoch < 0:
-            raise ValueError(f"epoch must be >= 0, got {epoch}")
-        self.epoch = epoch
-
     @property
     def num_samples(self) -> int:
         """Samples this rank sees per epoch (before dropping a short batch)."""
-        n = len(self.labels)
-        if self.drop_last:
-            return n // self.world_size
-        return len(torch.arange(n).tensor_split(self.world_size)[self.rank])
+        return shard_size(len(self.labels), self.rank, self.world_size, self.drop_last)
 
     def __len__(self) -> int:
         n, b = self.num_samples, self.batch_size

@@ -27,6 +27,7 @@ import torch.utils.data as tud
 
 from .augment import Augment
 from .randaugment import RandAugment
+from .loader_common import EpochMixin, check_loader_args, check_norm, shard_size
 from .split import Split
 from .tensor_loader import BatchTransform, shard_order
 
@@ -100,7 +101,7 @@ class _BatchSampler:
         return iter([[(i, epoch) for i in order[k * b:(k + 1) * b]] for k in range(len(L))])
 
 
-class TorchLoader:
+class TorchLoader(EpochMixin):
     """``DataLoader`` reference with ``TensorLoader``'s interface: batches
     ``(x, y, idx)`` (or ``(x_weak, x_strong, y, idx)`` with ``strong``), ``x``
     float32 normalised on ``device``; ``set_epoch``, ``len``, ``num_samples``,
@@ -119,17 +120,11 @@ class TorchLoader:
                  strong: Optional[RandAugment] = None,
                  batch_transform: Optional[BatchTransform] = None, num_workers: int = 2,
                  pin_memory: Optional[bool] = None):
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"need 0 <= rank < world_size, got rank {rank} of {world_size}")
-        if seed < 0:
-            raise ValueError(f"seed must be >= 0, got {seed}")
+        check_loader_args(batch_size, rank, world_size, seed)
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
         C, H, W = split.images.shape[1:]
-        if len(mean) != C or len(std) != C:
-            raise ValueError(f"mean/std need {C} values (one per channel)")
+        check_norm(mean, std, C)
         if strong is not None:
             if not isinstance(strong, RandAugment):
                 raise TypeError(f"strong must be a RandAugment spec, got {type(strong).__name__}")
@@ -166,11 +161,6 @@ class TorchLoader:
                    std=std, device=device, rank=rank, world_size=world_size,
                    channels_last=channels_last, num_workers=num_workers)
 
-    def set_epoch(self, epoch: int) -> None:
-        if epoch < 0:
-            raise ValueError(f"epoch must be >= 0, got {epoch}")
-        self.epoch = epoch
-
     @property
     def views(self) -> tuple[str, ...]:
         """The images of a batch, in order: ``("weak",)`` or ``("weak", "strong")``."""
@@ -179,9 +169,7 @@ class TorchLoader:
     @property
     def num_samples(self) -> int:
         """Samples this rank sees per epoch (before dropping a short batch)."""
-        if self.drop_last:
-            return self.n // self.world_size
-        return len(torch.arange(self.n).tensor_split(self.world_size)[self.rank])
+        return shard_size(self.n, self.rank, self.world_size, self.drop_last)
 
     def __len__(self) -> int:
         n, b = self.num_samples, self.batch_size
