@@ -121,6 +121,27 @@ inline EdgeLossOutputs allocate_outputs(const at::Tensor& logits, int64_t E) {
           at::zeros({M}, fopt), at::zeros({E}, logits.options().dtype(at::kLong))};
 }
 
+// The kernels' view of one call (pointers into the prepared tensors); the
+// phase-1 buffers e1 / stats / argmax are allocated by the caller.
+template <typename scalar_t, typename acc_t>
+EdgeLossProblem<scalar_t, acc_t> make_problem(
+    const at::Tensor& logits, const at::Tensor& labels, const at::Tensor& edge_index,
+    const at::Tensor& edge_params, const at::Tensor& progress, int64_t reduction,
+    const at::Tensor* weights, at::Tensor* row_loss, at::Tensor* row_gate, acc_t* e1,
+    at::Tensor& stats, at::Tensor& argmax, at::Tensor& grad) {
+  const int64_t B = logits.size(1);
+  return {logits.template const_data_ptr<scalar_t>(), logits.stride(0), logits.stride(1),
+          logits.size(0), B, logits.size(2), edge_index.size(0),
+          labels.const_data_ptr<int64_t>(), edge_index.const_data_ptr<int32_t>(),
+          edge_params.const_data_ptr<double>(), progress.const_data_ptr<double>(),
+          reduction == kReduceMean ? static_cast<acc_t>(B) : acc_t(1),
+          weights ? weights->template const_data_ptr<acc_t>() : nullptr,
+          row_loss ? row_loss->template mutable_data_ptr<acc_t>() : nullptr,
+          row_gate ? row_gate->template mutable_data_ptr<acc_t>() : nullptr, e1,
+          stats.template mutable_data_ptr<acc_t>(), argmax.mutable_data_ptr<int64_t>(),
+          grad.template mutable_data_ptr<scalar_t>()};
+}
+
 inline void check_grad_edge(const at::Tensor& grad_edge, int64_t E) {
   TORCH_CHECK(grad_edge.dim() == 1 && grad_edge.size(0) == E,
               "gated_edge_loss_backward: grad_edge must be (E,) with E = ", E, ", got ",

@@ -66,16 +66,9 @@ void run_rows(const at::Tensor& logits, const at::Tensor& labels, const at::Tens
   at::Tensor e1 = at::empty({M * B, C}, fopt);
   at::Tensor stats = at::empty({M * B, 2}, fopt);
   at::Tensor argmax = at::empty({M * B}, logits.options().dtype(at::kLong));
-  const EdgeLossProblem<scalar_t, acc_t> P{
-      logits.const_data_ptr<scalar_t>(), logits.stride(0), logits.stride(1), M, B, C,
-      edge_index.size(0), labels.const_data_ptr<int64_t>(), edge_index.const_data_ptr<int32_t>(),
-      edge_params.const_data_ptr<double>(), progress.const_data_ptr<double>(),
-      reduction == kReduceMean ? static_cast<acc_t>(B) : acc_t(1),
-      weights ? weights->const_data_ptr<acc_t>() : nullptr,
-      row_loss ? row_loss->mutable_data_ptr<acc_t>() : nullptr,
-      row_gate ? row_gate->mutable_data_ptr<acc_t>() : nullptr, e1.mutable_data_ptr<acc_t>(),
-      stats.mutable_data_ptr<acc_t>(), argmax.mutable_data_ptr<int64_t>(),
-      grad.mutable_data_ptr<scalar_t>()};
+  const auto P = make_problem<scalar_t, acc_t>(logits, labels, edge_index, edge_params, progress,
+                                               reduction, weights, row_loss, row_gate,
+                                               e1.mutable_data_ptr<acc_t>(), stats, argmax, grad);
   const int64_t grain = std::max<int64_t>(1, 4096 / C);
   for (int phase : {1, 2}) {
     at::parallel_for(0, M * B, grain, [&](int64_t begin, int64_t end) {

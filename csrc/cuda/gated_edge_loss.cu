@@ -144,16 +144,9 @@ void launch_rows(const at::Tensor& logits, const at::Tensor& labels, const at::T
   at::Tensor stats = at::empty({rows, 2}, fopt);
   at::Tensor argmax = at::empty({rows}, logits.options().dtype(at::kLong));
   acc_t* ws = workspace.mutable_data_ptr<acc_t>();
-  const EdgeLossProblem<scalar_t, acc_t> P{
-      logits.const_data_ptr<scalar_t>(), logits.stride(0), logits.stride(1), M, B, C,
-      edge_index.size(0), labels.const_data_ptr<int64_t>(), edge_index.const_data_ptr<int32_t>(),
-      edge_params.const_data_ptr<double>(), progress.const_data_ptr<double>(),
-      reduction == kReduceMean ? static_cast<acc_t>(B) : acc_t(1),
-      weights ? weights->const_data_ptr<acc_t>() : nullptr,
-      row_loss ? row_loss->mutable_data_ptr<acc_t>() : nullptr,
-      row_gate ? row_gate->mutable_data_ptr<acc_t>() : nullptr, ws,
-      stats.mutable_data_ptr<acc_t>(), argmax.mutable_data_ptr<int64_t>(),
-      grad.mutable_data_ptr<scalar_t>()};
+  const auto P = make_problem<scalar_t, acc_t>(logits, labels, edge_index, edge_params, progress,
+                                               reduction, weights, row_loss, row_gate, ws, stats,
+                                               argmax, grad);
   const int64_t blocks = (rows + kWarpsPerBlock - 1) / kWarpsPerBlock;
   auto stream = c10::cuda::getCurrentCUDAStream();
   slot_stats_kernel<scalar_t, acc_t><<<blocks, kWarpsPerBlock * kWarp, 0, stream>>>(P);

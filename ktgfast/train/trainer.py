@@ -299,8 +299,13 @@ class Trainer:
         from ..data import TensorLoader
 
         data = getattr(self.data, split)
-        loader = TensorLoader(data, self.config.eval_batch_size, shuffle=False, drop_last=False,
-                              augment=None, mean=self.data.mean, std=self.data.std, device=self.device)
+        # Built once per split: on a GPU each build would copy the split to the device.
+        loaders = self.__dict__.setdefault("_eval_loaders", {})
+        if split not in loaders:
+            loaders[split] = TensorLoader(data, self.config.eval_batch_size, shuffle=False,
+                                          drop_last=False, augment=None, mean=self.data.mean,
+                                          std=self.data.std, device=self.device)
+        loader = loaders[split]
         for m in self.models:
             m.eval()
         hits = torch.zeros(len(self.names) + 1, dtype=torch.long, device=self.device)
