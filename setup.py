@@ -74,7 +74,7 @@ def extensions():
         f'-DKTGFAST_TORCH_VERSION="{torch.__version__}"',
         f'-DKTGFAST_CUDA_ARCHS="{archs}"',
     ]
-    sources = ["csrc/ops.cpp", "csrc/build_info.cpp"] + sorted(glob.glob("csrc/cpu/*.cpp"))
+    sources = sorted(glob.glob("csrc/*.cpp")) + sorted(glob.glob("csrc/cpu/*.cpp"))
     # -fno-trapping-math lets gcc if-convert (and so vectorise) the float selects
     # of the class loops; nothing here relies on floating-point traps.
     cxx = opt + defines + ["-fopenmp", "-fno-trapping-math"]

@@ -18,6 +18,17 @@ Loss kinds (per sample, before gate and weight):
 ``pl``     cross-entropy to the one-hot of the source's arg-max (pseudo-label).
 =========  ================================================================
 
+Attention-map edges (:class:`AttentionEdgeTable`, op ``attention_crop_loss``):
+square crops of several sizes centred at the arg-max of the *source* map, the
+destination cropped at the same place, each crop L2-normalised:
+
+=========  ================================================================
+``pull``   mean over crops of the squared error of the normalised crops
+           (eq. 4.8); divided by the crop's element count ``d`` by default
+           (a *mean* squared error, as the thesis names it) or summed.
+``push``   mean over crops of the cosine of the crops (eq. 4.9), minimised.
+=========  ================================================================
+
 Gates (per-sample weight, ``progress = k / k_end`` in [0, 1]):
 
 ==============  ============================================================
@@ -58,6 +69,8 @@ GATE_KINDS = {
 REDUCTIONS = {"mean": 0, "sum": 1}
 LABEL_SOURCE = -1
 LABEL_LOSSES = ("kl", "ce")  # what an edge from the label may compute
+# Attention-map edges (thesis eqs. 4.8-4.9), computed by attention_crop_loss.
+ATTENTION_LOSS_KINDS = {"pull": 0, "push": 1}
 
 
 def _choice(value: str, allowed: dict, what: str) -> str:
@@ -93,8 +106,8 @@ class EdgeSpec:
         """The constant factor of the edge: weight, times T² for scaled KL."""
         return self.weight * (self.T**2 if self.loss == "kl" and self.t2 else 1.0)
 
-    def validate(self, num_slots: int, where: str = "edge") -> "EdgeSpec":
-        _choice(self.loss, LOSS_KINDS, f"{where}.loss")
+    def validate(self, num_slots: int, where: str = "edge", losses: dict = LOSS_KINDS) -> "EdgeSpec":
+        _choice(self.loss, losses, f"{where}.loss")
         _choice(self.gate, GATE_KINDS, f"{where}.gate")
         if not self.from_label:
             if isinstance(self.src, bool) or not isinstance(self.src, int):
@@ -105,6 +118,8 @@ class EdgeSpec:
                 )
         if isinstance(self.dst, bool) or not isinstance(self.dst, int) or not 0 <= self.dst < num_slots:
             raise ValueError(f"{where}.dst = {self.dst!r} is not a node; allowed: 0..{num_slots - 1}")
+        if self.from_label and losses is ATTENTION_LOSS_KINDS:
+            raise ValueError(f"{where}: an attention edge needs a source node, not the label")
         if self.from_label and self.loss not in LABEL_LOSSES:
             raise ValueError(
                 f"{where}: loss {self.loss!r} cannot come from the label; allowed: {', '.join(LABEL_LOSSES)}"
@@ -134,15 +149,17 @@ class EdgeTable:
     [src (-1 = label), dst, loss, gate] and ``edge_params`` float64 ``(E, 4)`` =
     [T, coef, gate_a, gate_b].  Build once per graph; move with ``.to(device)``."""
 
+    LOSSES = LOSS_KINDS
+
     def __init__(self, edges: Iterable[EdgeSpec], num_slots: int, device: torch.device | str = "cpu"):
         if isinstance(num_slots, bool) or not isinstance(num_slots, int) or num_slots < 1:
             raise ValueError(f"num_slots must be a positive int, got {num_slots!r}")
         self.specs: tuple[EdgeSpec, ...] = tuple(
-            e.validate(num_slots, f"edges[{i}]") for i, e in enumerate(edges)
+            e.validate(num_slots, f"edges[{i}]", self.LOSSES) for i, e in enumerate(edges)
         )
         self.num_slots = num_slots
         rows = [
-            [LABEL_SOURCE if e.from_label else e.src, e.dst, LOSS_KINDS[e.loss], GATE_KINDS[e.gate]]
+            [LABEL_SOURCE if e.from_label else e.src, e.dst, self.LOSSES[e.loss], GATE_KINDS[e.gate]]
             for e in self.specs
         ]
         params = [[e.T, e.coef, *e.gate_params()] for e in self.specs]
@@ -157,7 +174,7 @@ class EdgeTable:
         return self.edge_index.device
 
     def to(self, device) -> "EdgeTable":
-        out = object.__new__(EdgeTable)
+        out = object.__new__(type(self))
         out.specs, out.num_slots = self.specs, self.num_slots
         out.edge_index = self.edge_index.to(device)
         out.edge_params = self.edge_params.to(device)
@@ -167,18 +184,29 @@ class EdgeTable:
         return self.edge_index[:, 1].long()
 
     def __repr__(self) -> str:
-        return f"EdgeTable({len(self)} edges, {self.num_slots} slots, {self.device})"
+        return f"{type(self).__name__}({len(self)} edges, {self.num_slots} slots, {self.device})"
 
 
-def as_table(edges: EdgeTable | Sequence[EdgeSpec], num_slots: int, device) -> EdgeTable:
-    """An EdgeTable on ``device`` from a table or a list of specs."""
+class AttentionEdgeTable(EdgeTable):
+    """Edges between attention maps for :func:`ktgfast.ops.attention_crop_loss`:
+    ``loss`` is ``pull`` (eq. 4.8) or ``push`` (eq. 4.9), ``src`` a node (never
+    the label), any gate; ``T`` and ``t2`` are unused (``coef`` = ``weight``).
+    Same packing as :class:`EdgeTable`."""
+
+    LOSSES = ATTENTION_LOSS_KINDS
+
+
+def as_table(edges: EdgeTable | Sequence[EdgeSpec], num_slots: int, device, kind: type = EdgeTable) -> EdgeTable:
+    """A table of class ``kind`` on ``device`` from a table or a list of specs."""
     if isinstance(edges, EdgeTable):
+        if not isinstance(edges, kind):
+            raise TypeError(f"expected a {kind.__name__}, got a {type(edges).__name__}")
         if edges.num_slots != num_slots:
             raise ValueError(
                 f"edge table was built for {edges.num_slots} nodes but logits have {num_slots}"
             )
         return edges if edges.device == torch.device(device) else edges.to(device)
-    return EdgeTable(edges, num_slots, device)
+    return kind(edges, num_slots, device)
 
 
 def progress_of(step: int, total_steps: int) -> float:

@@ -97,3 +97,149 @@ def gated_edge_loss(
         edge_loss = work.new_zeros(0)
         count = torch.zeros(0, dtype=torch.long, device=logits.device)
     return EdgeLoss(edge_loss, node_loss, count)
+
+
+# --------------------------------------------------------------------------
+# attention_crop_loss (thesis eqs. 4.8-4.9)
+
+PULL_NORMS = {"mean": 0, "sum": 1}
+
+
+def crop_window(center: int, size: int, extent: int) -> tuple[int, int]:
+    """``(start, length)`` of a ``size``-cell window centred at ``center`` on an
+    axis of ``extent`` cells.  The window starts at ``center - size // 2``; one
+    that would leave the map is shifted back inside it, and one larger than the
+    map is clipped to the whole axis (SPEC §2 leaves borders open)."""
+    if size >= extent:
+        return 0, extent
+    return min(max(center - size // 2, 0), extent - size), size
+
+
+def attention_crop_terms(
+    src_map: torch.Tensor, dst_map: torch.Tensor, crop_sizes: Sequence[int], loss: str, pull: str = "mean"
+) -> torch.Tensor:
+    """Per-sample loss (before gate and coefficient) of one attention edge for
+    one sample: ``src_map`` and ``dst_map`` are ``(H, W)``."""
+    h, w = src_map.shape
+    # torch.argmax returns the first maximal index: ties go to the smallest
+    # row-major position.
+    flat = int(torch.argmax(src_map.reshape(-1)))
+    ci, cj = divmod(flat, w)
+    terms = []
+    for k in crop_sizes:
+        r0, rh = crop_window(ci, k, h)
+        c0, cw = crop_window(cj, k, w)
+        u = F.normalize(src_map[r0:r0 + rh, c0:c0 + cw].reshape(-1), dim=0)
+        v = F.normalize(dst_map[r0:r0 + rh, c0:c0 + cw].reshape(-1), dim=0)
+        if loss == "pull":
+            sq = ((u - v) ** 2).sum()
+            terms.append(sq / u.numel() if pull == "mean" else sq)
+        elif loss == "push":
+            terms.append((u * v).sum())
+        else:
+            raise ValueError(f"unknown attention loss {loss!r}; allowed: pull, push")
+    return torch.stack(terms).mean()
+
+
+def attention_crop_loss(
+    maps: torch.Tensor,
+    logits: torch.Tensor,
+    labels: torch.Tensor,
+    edges,
+    progress: float | torch.Tensor = 0.0,
+    crop_sizes: Sequence[int] = (3, 5, 7),
+    reduction: str = "mean",
+    pull: str = "mean",
+) -> EdgeLoss:
+    """Reference of :func:`ktgfast.ops.attention_crop_loss`.
+
+    ``maps`` ``(M, B, H, W)`` attention maps of all slots; ``logits`` ``(M, B, C)``
+    (only read by the correct / threshold gates); ``edges`` an
+    :class:`~ktgfast.edges.AttentionEdgeTable` or specs with ``loss`` pull/push.
+    Gradient flows only into each edge's destination map.
+    """
+    from .edges import AttentionEdgeTable
+
+    m, b, _, _ = maps.shape
+    specs = edges.specs if isinstance(edges, AttentionEdgeTable) else tuple(
+        AttentionEdgeTable(edges, m).specs
+    )
+    if pull not in PULL_NORMS:
+        raise ValueError(f"unknown pull normalisation {pull!r}; allowed: {', '.join(PULL_NORMS)}")
+    work = maps if maps.dtype == torch.float64 else maps.float()
+    zwork = logits.detach().to(work.dtype)
+    prog = torch.as_tensor(progress, dtype=work.dtype, device=maps.device).reshape(())
+    div = b if REDUCTIONS[reduction] == 0 else 1
+    edge_losses, counts = [], []
+    node_loss = work.new_zeros(m)
+    for spec in specs:
+        g = gate_weights(spec, zwork[spec.src], labels, prog)
+        if spec.gate == "cutoff":
+            loss = work.new_zeros(())
+        else:
+            src = work[spec.src].detach()
+            a = torch.stack([
+                attention_crop_terms(src[n], work[spec.dst, n], crop_sizes, spec.loss, pull) for n in range(b)
+            ]) if b else work.new_zeros(0)
+            loss = spec.weight * torch.where(g > 0, g * a, torch.zeros_like(a)).sum() / div
+        edge_losses.append(loss)
+        counts.append((g > 0).sum())
+        node_loss = node_loss + F.one_hot(torch.tensor(spec.dst), m).to(work) * loss
+    if edge_losses:
+        edge_loss, count = torch.stack(edge_losses), torch.stack(counts).long()
+    else:
+        edge_loss = work.new_zeros(0)
+        count = torch.zeros(0, dtype=torch.long, device=maps.device)
+    return EdgeLoss(edge_loss, node_loss, count)
+
+
+# --------------------------------------------------------------------------
+# pcgrad (Yu et al. 2020, "Gradient Surgery for Multi-Task Learning", Alg. 1)
+
+
+def pcgrad(
+    grads: torch.Tensor | Sequence[torch.Tensor],
+    order: torch.Tensor,
+    reduction: str = "sum",
+):
+    """A literal transcription of PCGrad: for every task ``i`` take a copy of
+    ``g_i``; for every other task ``j`` in ``order[i]``, if the (already
+    projected) ``g_i`` conflicts with the *original* ``g_j`` (negative dot),
+    remove its component along ``g_j``.  The update is the sum (or mean) of
+    the projected gradients.
+
+    ``grads``: ``(K, P)``, or a list of per-parameter tensors ``(K, *shape)``.
+    ``order``: ``(K, K-1)`` int64, row ``i`` a permutation of the other tasks
+    (see :func:`ktgfast.ops.pcgrad_order`).  ``conflicts[i, j]`` is 1 where the
+    original gradients conflict, ``g_i · g_j < 0`` (symmetric, zero diagonal;
+    summed over steps it gives the per-pair counts of thesis tables 4.10-4.11).
+    """
+    from .ops.pcgrad import PCGradResult
+
+    as_list = not isinstance(grads, torch.Tensor)
+    parts = list(grads) if as_list else [grads]
+    k = parts[0].shape[0]
+    flat = torch.cat([p.reshape(k, -1) for p in parts], dim=1)
+    projected = []
+    for i in range(k):
+        gi = flat[i].clone()
+        for j in order[i].tolist():
+            dot = torch.dot(gi, flat[j])
+            if dot < 0:
+                gi = gi - dot / torch.dot(flat[j], flat[j]) * flat[j]
+        projected.append(gi)
+    update = torch.stack(projected).sum(0)
+    if reduction == "mean":
+        update = update / k
+    elif reduction != "sum":
+        raise ValueError(f"unknown reduction {reduction!r}; allowed: sum, mean")
+    gram = flat @ flat.T
+    conflicts = ((gram < 0) & ~torch.eye(k, dtype=torch.bool, device=flat.device)).long()
+    if not as_list:
+        return PCGradResult(update, conflicts)
+    out, start = [], 0
+    for p in parts:
+        n = p[0].numel()
+        out.append(update[start:start + n].reshape(p.shape[1:]))
+        start += n
+    return PCGradResult(out, conflicts)

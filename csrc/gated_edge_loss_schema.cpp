@@ -1,6 +1,7 @@
-// Every ktgfast operator schema, in one place.  Kernels register themselves in
-// csrc/cpu/*.cpp and csrc/cuda/*.cu; fake (meta) kernels and autograd formulas
-// are registered from Python in ktgfast/ops.py.
+// The ktgfast operator library and the gated edge-loss schemas.  Other ops add
+// their schemas with TORCH_LIBRARY_FRAGMENT in csrc/<op>_schema.cpp.  Kernels
+// register themselves in csrc/cpu/*.cpp and csrc/cuda/*.cu; fake (meta) kernels
+// and autograd formulas are registered from Python in ktgfast/ops/<op>.py.
 #include <torch/library.h>
 
 TORCH_LIBRARY(ktgfast, m) {

@@ -1,7 +1,6 @@
-"""Typed wrappers of the compiled ops, their fake (meta) kernels and autograd.
-
-``import ktgfast.ops`` works without a built extension; calling an op then
-raises one actionable error.  The schemas live in ``csrc/ops.cpp``.
+"""``gated_edge_loss``: the fused edge loss of a knowledge-transfer graph, its
+fake (meta) kernel and autograd.  The schema lives in
+``csrc/gated_edge_loss_schema.cpp``.
 """
 from __future__ import annotations
 
@@ -9,32 +8,8 @@ from typing import NamedTuple, Sequence
 
 import torch
 
-from .edges import REDUCTIONS, EdgeSpec, EdgeTable, as_table
-
-try:
-    from . import _C  # noqa: F401  (importing registers torch.ops.ktgfast.*)
-
-    _IMPORT_ERROR: Exception | None = None
-except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
-    _C = None
-    _IMPORT_ERROR = exc
-
-BUILD_HINT = (
-    "ktgfast's compiled extension (ktgfast._C) is not built or failed to load: {err}\n"
-    "Build it in the source folder with torch already installed:\n"
-    "    pip install --no-build-isolation -e .\n"
-    "(set KTGFAST_SKIP_CUDA=1 for a CPU-only build; `python -m ktgfast.info` shows the build)."
-)
-
-
-def extension_available() -> bool:
-    return _C is not None
-
-
-def _require_extension() -> None:
-    if _C is None:
-        raise RuntimeError(BUILD_HINT.format(err=_IMPORT_ERROR))
-
+from ..edges import REDUCTIONS, EdgeSpec, EdgeTable, as_table
+from ._extension import _C, require_extension as _require_extension
 
 class EdgeLoss(NamedTuple):
     edge_loss: torch.Tensor  # (E,) reduced loss of every edge (0 for cutoff edges)
