@@ -62,29 +62,19 @@ def _add_graph(sub) -> None:
     p.set_defaults(run=_graph)
 
 
-def _train(args: argparse.Namespace) -> int:
-    from .train import TrainConfig, Trainer
+def _config(args: argparse.Namespace):
+    """TrainConfig from --config YAML, overridden by the per-field flags."""
+    from .train import TrainConfig
 
     config = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
     overrides = {f.name: getattr(args, f"cfg_{f.name}") for f in fields(TrainConfig)
                  if getattr(args, f"cfg_{f.name}") is not None}
-    config = config.merged(overrides)
-    trainer = Trainer(args.graph, args.data, config, resume=args.resume,
-                      graph_params=_graph_params(args.graph_arg))
-    result = trainer.fit()
-    print(f"run folder: {trainer.run_dir}")
-    return 0 if result is not None else 1
+    return config.merged(overrides)
 
 
-def _add_train(sub) -> None:
+def _add_config_flags(p) -> None:
     from .train import TrainConfig
 
-    p = sub.add_parser("train", help="train a graph on a dataset",
-                       description="Train a knowledge-transfer graph. Flags override --config.")
-    p.add_argument("--graph", default="dml", help="preset name or YAML file (default dml)")
-    p.add_argument("--graph-arg", action="append", default=[], metavar="KEY=VALUE",
-                   help="preset parameter, e.g. k=3")
-    p.add_argument("--data", default="mnist5k", help="dataset name (default mnist5k)")
     p.add_argument("--config", help="YAML file with TrainConfig keys")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     defaults = TrainConfig()
@@ -94,7 +84,62 @@ def _add_train(sub) -> None:
         kw = {"nargs": "?", "const": "true"} if isinstance(default, bool) else {}
         p.add_argument(flag, dest=f"cfg_{f.name}", default=None, metavar="V",
                        help=f"(default {default})", **kw)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from .train import Trainer
+
+    trainer = Trainer(args.graph, args.data, _config(args), resume=args.resume,
+                      graph_params=_graph_params(args.graph_arg))
+    result = trainer.fit()
+    print(f"run folder: {trainer.run_dir}")
+    return 0 if result is not None else 1
+
+
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train a graph on a dataset",
+                       description="Train a knowledge-transfer graph. Flags override --config.")
+    p.add_argument("--graph", default="dml", help="preset name or YAML file (default dml)")
+    p.add_argument("--graph-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="preset parameter, e.g. k=3")
+    p.add_argument("--data", default="mnist5k", help="dataset name (default mnist5k)")
+    _add_config_flags(p)
     p.set_defaults(run=_train)
+
+
+def _distill(args: argparse.Namespace) -> int:
+    from .train.distill import DistillSettings, Distiller
+
+    settings = DistillSettings(
+        teachers=args.teachers, teacher_nodes=args.teacher_nodes.split(",") if args.teacher_nodes else None,
+        student=args.student, target=args.target, knowledge=args.knowledge.split(","), T=args.T,
+        att_weight=args.att_weight, aggregate=args.aggregate, order=args.order,
+        pcgrad_reduction=args.pcgrad_reduction, batched_grads=not args.no_batched_grads)
+    trainer = Distiller(settings, args.data, _config(args), resume=args.resume)
+    trainer.fit()
+    print(f"run folder: {trainer.run_dir}")
+    return 0
+
+
+def _add_distill(sub) -> None:
+    p = sub.add_parser("distill", help="distil a trained ensemble into one student (PCGrad option)",
+                       description="Ensemble -> one student (thesis 4.3.3): one loss per teacher, "
+                                   "summed or aggregated with PCGrad. Flags override --config.")
+    p.add_argument("--teachers", required=True, help="run folder of the trained teacher graph")
+    p.add_argument("--teacher-nodes", default=None, help="comma-separated nodes (default: all models)")
+    p.add_argument("--student", default="auto", help="student model (default: the teachers' model)")
+    p.add_argument("--data", default=None, help="dataset (default: the teachers' dataset)")
+    p.add_argument("--target", default="per-teacher", choices=["per-teacher", "ensemble"])
+    p.add_argument("--knowledge", default="prob", help="prob, att or prob,att")
+    p.add_argument("--T", type=float, default=2.0, help="temperature (thesis: 1, 2, 5, 10)")
+    p.add_argument("--att-weight", type=float, default=1.0)
+    p.add_argument("--aggregate", default="sum", choices=["sum", "pcgrad"])
+    p.add_argument("--order", default="random", choices=["random", "fixed"], help="PCGrad order")
+    p.add_argument("--pcgrad-reduction", default="sum", choices=["sum", "mean"])
+    p.add_argument("--no-batched-grads", action="store_true",
+                   help="K separate backwards instead of one batched backward")
+    _add_config_flags(p)
+    p.set_defaults(run=_distill)
 
 
 def _count_or_fraction(text: str) -> int | float:
@@ -175,8 +220,8 @@ def _add_search(sub) -> None:
 
 
 # name -> function adding the sub-parser; later commands register here.
-COMMANDS: dict[str, Callable] = {"train": _add_train, "search": _add_search, "graph": _add_graph,
-                                 "info": _add_info}
+COMMANDS: dict[str, Callable] = {"train": _add_train, "distill": _add_distill, "search": _add_search,
+                                 "graph": _add_graph, "info": _add_info}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -2,11 +2,11 @@
 from .io import load_graph, resolve_graph, save_graph
 from .presets import PRESETS, get_preset, list_presets, register_preset
 from .render import render, summary, to_dot
-from .spec import AUTO_MODEL, Edge, Gate, Graph, Node
+from .spec import AUTO_MODEL, ENSEMBLE_MODEL, LOSS_DESIGNS, Edge, Gate, Graph, Node
 from .validate import GraphError, validate
 
 __all__ = [
-    "AUTO_MODEL", "Edge", "Gate", "Graph", "GraphError", "Node", "PRESETS", "get_preset",
+    "AUTO_MODEL", "ENSEMBLE_MODEL", "LOSS_DESIGNS", "Edge", "Gate", "Graph", "GraphError", "Node", "PRESETS", "get_preset",
     "list_presets", "load_graph", "register_preset", "render", "resolve_graph", "save_graph",
     "summary", "to_dot", "validate",
 ]

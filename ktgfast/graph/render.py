@@ -21,6 +21,8 @@ def summary(graph: Graph) -> str:
     lines.append("nodes:")
     for n in graph.nodes:
         state = "frozen" if not graph.learns(n.name) else "learns"
+        if n.is_ensemble:
+            state = "mean of " + ", ".join(graph.members(n.name))
         extra = f" weights={n.weights}" if n.weights else ""
         opts = f" {n.options}" if n.options else ""
         lines.append(f"  {n.name:<{w}}  {n.model}{opts}  [{state}]{extra}")
@@ -47,8 +49,12 @@ def to_dot(graph: Graph) -> str:
            f'  "{LABEL}" [shape=ellipse, label="ŷ (label)"];']
     for n in graph.nodes:
         style = ', style=filled, fillcolor="gray85"' if not graph.learns(n.name) else ""
+        if n.is_ensemble:  # red, as in the thesis's figures
+            style = ', style=filled, fillcolor="#f4b6b6"'
         pen = ", penwidth=2.5" if n.name == graph.target_name else ""
         out.append(f'  "{n.name}" [shape=box, label="{n.name}\\n{n.model}"{style}{pen}];')
+    for n in graph.nodes:
+        out += [f'  "{m}" -> "{n.name}" [style=dotted, arrowhead=none];' for m in graph.members(n.name)]
     for e in graph.edges:
         color = GATE_COLORS.get(e.gate.kind, "black")
         dash = ", style=dashed" if e.gate.kind == "cutoff" else ""
@@ -85,10 +91,13 @@ def _render_matplotlib(graph: Graph, path: Path) -> Path:
     g.add_nodes_from(graph.node_names())
     for e in graph.edges:
         g.add_edge(e.src, e.dst)
+    for n in graph.nodes:  # members feed their ensemble: drawn as plain arrows
+        g.add_edges_from((m, n.name) for m in graph.members(n.name))
     pos = nx.circular_layout(graph.node_names())
     pos[LABEL] = (0.0, 0.0) if len(graph.nodes) > 2 else (0.0, 1.0)
     fig, ax = plt.subplots(figsize=(2.6 + 1.6 * len(graph.nodes), 2.4 + 1.4 * len(graph.nodes)))
-    colors = ["#dddddd" if not graph.learns(n) else "#cfe3ff" for n in graph.node_names()]
+    colors = ["#f4b6b6" if graph.node(n).is_ensemble else "#dddddd" if not graph.learns(n) else "#cfe3ff"
+              for n in graph.node_names()]
     nx.draw_networkx_nodes(g, pos, nodelist=graph.node_names(), node_shape="s", node_size=2600,
                            node_color=colors, edgecolors="black", ax=ax)
     nx.draw_networkx_nodes(g, pos, nodelist=[LABEL], node_size=1600, node_color="#fff2c6",
@@ -110,6 +119,10 @@ def _render_matplotlib(graph: Graph, path: Path) -> Path:
         nx_, ny_ = (y1 - y0) * 0.12, -(x1 - x0) * 0.12
         ax.text(mx + nx_, my + ny_, edge_label(e), color=color, fontsize=8, ha="center",
                 va="center", bbox=dict(facecolor="white", edgecolor="none", alpha=0.8, pad=1))
+    members = [(m, n.name) for n in graph.nodes for m in graph.members(n.name)]
+    if members:
+        nx.draw_networkx_edges(g, pos, edgelist=members, edge_color="#c04040", style="dotted",
+                               arrows=False, node_size=2600, ax=ax)
     ax.set_title(f"{graph.name or 'graph'} (target {graph.target_name})")
     ax.axis("off")
     ax.margins(0.2)

@@ -14,9 +14,19 @@ import math
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
-from ..edges import GATE_KINDS, LABEL, EdgeSpec
+from ..edges import ATTENTION_LOSS_KINDS, GATE_KINDS, LABEL, EdgeSpec
 
 AUTO_MODEL = "auto"  # the dataset's default model, resolved by the trainer
+# A node with this model has no parameters: its logits are the mean of its
+# members' logits (thesis eq. 4.10; options.members, default every model node).
+ENSEMBLE_MODEL = "ensemble"
+# The six loss designs of thesis §4.3.1 (tables 4.4-4.5), as edge losses: a
+# probability part (kl pull / cos push) and an attention-map part (pull/push),
+# joined by "&".  The names are accepted as aliases of the explicit form.
+LOSS_DESIGNS = {
+    "prob+": "kl", "prob-": "cos", "att+": "pull", "att-": "push",
+    "prob+att+": "kl&pull", "prob-att-": "cos&push",
+}
 
 
 @dataclass(frozen=True)
@@ -74,6 +84,10 @@ class Node:
         return hash((self.name, self.model, json.dumps(self.options, sort_keys=True), self.frozen,
                      self.weights, self.ema_of))
 
+    @property
+    def is_ensemble(self) -> bool:
+        return self.model == ENSEMBLE_MODEL
+
 
 @dataclass(frozen=True)
 class Edge:
@@ -88,9 +102,21 @@ class Edge:
     t2: bool = True
 
     def canonical(self) -> "Edge":
-        loss = "ce" if self.src == LABEL and self.loss == "kl" else self.loss
+        loss = LOSS_DESIGNS.get(self.loss, self.loss)
+        loss = "ce" if self.src == LABEL and loss == "kl" else loss
         return replace(self, loss=loss, gate=self.gate.canonical(), T=float(self.T),
                        weight=float(self.weight))
+
+    def parts(self) -> tuple[str | None, str | None]:
+        """``(probability loss, attention loss)``, either None: ``"kl&pull"`` ->
+        ``("kl", "pull")``, ``"cos"`` -> ``("cos", None)``."""
+        prob = att = None
+        for part in LOSS_DESIGNS.get(self.loss, self.loss).split("&"):
+            if part in ATTENTION_LOSS_KINDS:
+                att = part
+            else:
+                prob = part
+        return prob, att
 
 
 @dataclass
@@ -100,6 +126,10 @@ class Graph:
     target: str | None = None
     name: str = ""
     reduction: str = "mean"
+    # Attention edges: crop sizes (None: the models' own, ResNet (3, 5, 7), ABN
+    # (3, 7, 11)) and the pull's normalisation (mean: ÷ crop size, or sum).
+    crop_sizes: list[int] | None = None
+    attention_pull: str = "mean"
 
     # -- lookups -----------------------------------------------------------
     def node_names(self) -> list[str]:
@@ -118,9 +148,23 @@ class Graph:
         return [e for e in self.edges if e.gate.kind != "cutoff"]
 
     def learns(self, name: str) -> bool:
-        """A node learns unless frozen or every incoming edge is cut off."""
+        """A node learns unless frozen, an ensemble, or every incoming edge is
+        cut off.  An ensemble "learns" for scoring when one member does."""
         node = self.node(name)
+        if node.is_ensemble:
+            return any(self.learns(m) for m in self.members(name))
         return not node.frozen and any(e.gate.kind != "cutoff" for e in self.incoming(name))
+
+    def members(self, name: str) -> list[str]:
+        """The model nodes an ensemble node averages (empty for a model node)."""
+        node = self.node(name)
+        if not node.is_ensemble:
+            return []
+        listed = node.options.get("members")
+        return list(listed) if listed else [n.name for n in self.nodes if not n.is_ensemble]
+
+    def has_attention_edges(self) -> bool:
+        return any(e.parts()[1] is not None for e in self.active_edges())
 
     @property
     def target_name(self) -> str:
@@ -128,14 +172,23 @@ class Graph:
 
     # -- the op's edge table --------------------------------------------------
     def edge_specs(self) -> list[EdgeSpec]:
+        """The probability parts of the edges (for ``gated_edge_loss``); slots
+        are node indices."""
+        return self._specs(0)
+
+    def attention_specs(self) -> list[EdgeSpec]:
+        """The attention-map parts of the edges (for ``attention_crop_loss``)."""
+        return self._specs(1)
+
+    def _specs(self, part: int) -> list[EdgeSpec]:
         idx = {n: i for i, n in enumerate(self.node_names())}
         return [
             EdgeSpec(
-                src=LABEL if e.src == LABEL else idx[e.src], dst=idx[e.dst], loss=e.loss,
+                src=LABEL if e.src == LABEL else idx[e.src], dst=idx[e.dst], loss=e.parts()[part],
                 gate=e.gate.kind, T=e.T, weight=e.weight, t2=e.t2, f=e.gate.f, phi=e.gate.phi,
                 tau=e.gate.tau,
             )
-            for e in self.edges
+            for e in self.edges if e.parts()[part] is not None
         ]
 
     # -- canonical form and identity -------------------------------------------
@@ -145,7 +198,9 @@ class Graph:
             (e.canonical() for e in self.edges if e.gate.kind != "cutoff"),
             key=lambda e: (order[e.dst], order[e.src], e.loss),
         )
-        return Graph(list(self.nodes), edges, self.target_name, "", self.reduction)
+        crops = sorted(set(self.crop_sizes)) if self.crop_sizes else None
+        return Graph(list(self.nodes), edges, self.target_name, "", self.reduction, crops,
+                     self.attention_pull)
 
     def key(self) -> str:
         """A canonical JSON string: equal for graphs that compute the same thing."""
@@ -185,6 +240,11 @@ class Graph:
 
         out = {"name": self.name, "target": self.target_name, "reduction": self.reduction,
                "nodes": [node(n) for n in self.nodes], "edges": [edge(e) for e in self.edges]}
+        # Written only when set, so graphs without attention keep their keys.
+        if self.crop_sizes is not None:
+            out["crop_sizes"] = list(self.crop_sizes)
+        if self.attention_pull != "mean":
+            out["attention_pull"] = self.attention_pull
         return out
 
     @classmethod
@@ -221,7 +281,12 @@ class Graph:
                 if k in e:
                     e[k] = _number(e[k], f"{w}.{k}")
             edges.append(Edge(**e))
-        return cls(nodes, edges, data.get("target"), data.get("name", ""), data.get("reduction", "mean"))
+        crops = data.get("crop_sizes")
+        if crops is not None and (not isinstance(crops, list) or not crops or not all(
+                isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in crops)):
+            raise ValueError(f"{where}.crop_sizes: expected a non-empty list of positive ints, got {crops!r}")
+        return cls(nodes, edges, data.get("target"), data.get("name", ""), data.get("reduction", "mean"),
+                   crops, data.get("attention_pull", "mean"))
 
 
 def _number(value: Any, where: str) -> float:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import math
 
-from ..edges import GATE_KINDS, LABEL, LABEL_LOSSES, LOSS_KINDS, REDUCTIONS
-from .spec import AUTO_MODEL, Graph
+from ..edges import ATTENTION_LOSS_KINDS, GATE_KINDS, LABEL, LABEL_LOSSES, LOSS_KINDS, REDUCTIONS
+from .spec import AUTO_MODEL, ENSEMBLE_MODEL, LOSS_DESIGNS, Graph
+
+PULL_NORMS = ("mean", "sum")
 
 
 class GraphError(ValueError):
@@ -20,6 +22,42 @@ def _model_known(name: str, known_models) -> bool:
         except ValueError:
             return False
     return name in known_models
+
+
+def _check_loss(graph: Graph, e, w: str) -> None:
+    allowed = f"{', '.join(LOSS_KINDS)}, {', '.join(ATTENTION_LOSS_KINDS)}, a probability and an " \
+              f"attention loss joined by '&' (kl&pull), or a design {', '.join(LOSS_DESIGNS)}"
+    parts = LOSS_DESIGNS.get(e.loss, e.loss).split("&") if isinstance(e.loss, str) else [None]
+    prob = [p for p in parts if p in LOSS_KINDS]
+    att = [p for p in parts if p in ATTENTION_LOSS_KINDS]
+    if len(prob) + len(att) != len(parts) or len(prob) > 1 or len(att) > 1:
+        raise GraphError(f"{w}.loss: unknown loss {e.loss!r}; allowed: {allowed}")
+    if e.src == LABEL:
+        if att or prob[0] not in LABEL_LOSSES:
+            raise GraphError(f"{w}.loss: {e.loss!r} cannot come from the label; allowed: "
+                             f"{', '.join(LABEL_LOSSES)}")
+        return
+    if prob and prob[0] == "ce":
+        raise GraphError(f"{w}.loss: 'ce' is the label edge's loss; from a node use kl, cos or pl")
+    if att and graph.node(e.src).is_ensemble:
+        raise GraphError(f"{w}.loss: {e.loss!r} needs an attention map but {e.src!r} is an ensemble "
+                         "node; from an ensemble use kl, cos or pl")
+
+
+def _check_ensemble(graph: Graph, i: int) -> None:
+    n, w = graph.nodes[i], f"graph.nodes[{i}]"
+    for k in n.options:
+        if k != "members":
+            raise GraphError(f"{w}.options: unknown option {k!r} of an ensemble node; allowed: members")
+    if n.frozen or n.weights:
+        raise GraphError(f"{w}: an ensemble node has no weights of its own; drop frozen/weights")
+    members = graph.members(n.name)
+    models = [m.name for m in graph.nodes if not m.is_ensemble]
+    if not members:
+        raise GraphError(f"{w}.options.members: an ensemble needs at least one model node")
+    for m in members:
+        if m not in models:
+            raise GraphError(f"{w}.options.members: {m!r} is not a model node; allowed: {', '.join(models)}")
 
 
 def validate(graph: Graph, known_models=None) -> Graph:
@@ -37,17 +75,26 @@ def validate(graph: Graph, known_models=None) -> Graph:
             raise GraphError(f"{w}.name: {n.name!r} is not a valid node name (non-empty, not 'label')")
         if names.count(n.name) > 1:
             raise GraphError(f"{w}.name: duplicate node name {n.name!r}")
+        if n.is_ensemble:
+            _check_ensemble(graph, i)
+            continue
         if known_models is not None and n.model != AUTO_MODEL and not _model_known(n.model, known_models):
             from ..models import list_models
 
             names = known_models if isinstance(known_models, list) else list_models()
             raise GraphError(
-                f"{w}.model: unknown model {n.model!r}; allowed: {AUTO_MODEL}, {', '.join(names)}"
+                f"{w}.model: unknown model {n.model!r}; allowed: {AUTO_MODEL}, {ENSEMBLE_MODEL}, "
+                f"{', '.join(names)}"
             )
         if not isinstance(n.options, dict):
             raise GraphError(f"{w}.options: expected a mapping, got {n.options!r}")
         if n.ema_of is not None:
             raise GraphError(f"{w}.ema_of: EMA nodes are not supported yet")
+    if graph.attention_pull not in PULL_NORMS:
+        raise GraphError(f"graph.attention_pull: {graph.attention_pull!r}; allowed: {', '.join(PULL_NORMS)}")
+    if graph.crop_sizes is not None and (not graph.crop_sizes or not all(
+            isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in graph.crop_sizes)):
+        raise GraphError(f"graph.crop_sizes: {graph.crop_sizes!r}; expected a non-empty list of positive ints")
     if graph.reduction not in REDUCTIONS:
         raise GraphError(f"graph.reduction: {graph.reduction!r}; allowed: {', '.join(REDUCTIONS)}")
     sources = [LABEL, *names]
@@ -59,12 +106,7 @@ def validate(graph: Graph, known_models=None) -> Graph:
             raise GraphError(f"{w}.dst: {e.dst!r} is not a node; allowed: {', '.join(names)}")
         if e.src == e.dst:
             raise GraphError(f"{w}: self-loop {e.src!r} -> {e.dst!r}; supervised graphs have none")
-        if e.loss not in LOSS_KINDS:
-            raise GraphError(f"{w}.loss: unknown loss {e.loss!r}; allowed: {', '.join(LOSS_KINDS)}")
-        if e.src == LABEL and e.loss not in LABEL_LOSSES:
-            raise GraphError(f"{w}.loss: {e.loss!r} cannot come from the label; allowed: {', '.join(LABEL_LOSSES)}")
-        if e.src != LABEL and e.loss == "ce":
-            raise GraphError(f"{w}.loss: 'ce' is the label edge's loss; from a node use kl, cos or pl")
+        _check_loss(graph, e, w)
         if e.gate.kind not in GATE_KINDS:
             raise GraphError(f"{w}.gate: unknown gate {e.gate.kind!r}; allowed: {', '.join(GATE_KINDS)}")
         if not (math.isfinite(e.T) and e.T > 0):
@@ -73,6 +115,9 @@ def validate(graph: Graph, known_models=None) -> Graph:
             raise GraphError(f"{w}.weight: {e.weight!r} must be finite")
         if not 0 <= e.gate.tau <= 1:
             raise GraphError(f"{w}.gate.tau: {e.gate.tau!r} must be in [0, 1]")
+        if graph.node(e.dst).is_ensemble:
+            raise GraphError(f"{w}.dst: {e.dst!r} is an ensemble node (the mean of its members); "
+                             "it takes no edges, train its members instead")
         if graph.node(e.dst).frozen and e.gate.kind != "cutoff":
             raise GraphError(
                 f"{w}: edge into frozen node {e.dst!r} would never train it; remove it or use gate cutoff"
@@ -83,6 +128,6 @@ def validate(graph: Graph, known_models=None) -> Graph:
     if not graph.learns(target):
         raise GraphError(
             f"graph.target: target node {target!r} never learns (frozen, or every incoming edge is "
-            "cutoff); its accuracy would be that of a fixed model"
+            "cutoff, or an ensemble of such nodes); its accuracy would be that of a fixed model"
         )
     return graph

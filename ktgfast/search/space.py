@@ -6,6 +6,11 @@ label edges included: one of a discrete gate list, or Sine gates with
 ``f ∈ [0, 1]`` and ``φ ∈ [0, 3/4·2π]``.  Model lists may differ per dataset
 (``{default: [...], mnist5k: [...]}``) so one space runs a CPU demo and the
 thesis setting alike.  Built-in spaces live in ``spaces/*.yaml``.
+
+Ensemble spaces (SPEC §2, ``ensemble: true``): every model node has the one
+fixed model (``target_model``), an ensemble node averages them and is the
+target, and every model-to-model edge also searches its loss design
+(``loss_designs``: Prob(±), Att(±), Prob&Att(±)).
 """
 from __future__ import annotations
 
@@ -18,11 +23,13 @@ from typing import Any
 import yaml
 
 from ..edges import GATE_KINDS, LABEL
-from ..graph import Edge, Gate, Graph, Node
+from ..graph import ENSEMBLE_MODEL, LOSS_DESIGNS, Edge, Gate, Graph, Node
 
 SINE = "sine"
 PHI_MAX = 0.75 * 2 * math.pi
-SPACE_KEYS = ("name", "nodes", "target_model", "aux_models", "gates", "edge_loss", "temperature")
+SPACE_KEYS = ("name", "nodes", "target_model", "aux_models", "gates", "edge_loss", "temperature",
+              "ensemble", "loss_designs")
+ENSEMBLE_NODE = "ensemble"
 
 
 def _per_dataset(value: Any, where: str) -> dict:
@@ -55,6 +62,8 @@ class SearchSpace:
     gates: list[str] | str = field(default_factory=lambda: ["through", "cutoff", "linear", "correct"])
     edge_loss: str = "kl"
     temperature: float = 1.0
+    ensemble: bool = False
+    loss_designs: list[str] | None = None
 
     @classmethod
     def from_dict(cls, data: dict, where: str = "space") -> "SearchSpace":
@@ -81,12 +90,20 @@ class SearchSpace:
         edge_loss = data.get("edge_loss", "kl")
         if edge_loss not in ("kl", "cos", "pl"):
             raise ValueError(f"{where}.edge_loss: {edge_loss!r}; allowed: kl, cos, pl")
+        ensemble = data.get("ensemble", False)
+        if not isinstance(ensemble, bool):
+            raise ValueError(f"{where}.ensemble: expected true or false, got {ensemble!r}")
+        designs = data.get("loss_designs")
+        if designs is not None:
+            if not isinstance(designs, list) or not designs or any(d not in LOSS_DESIGNS for d in designs):
+                raise ValueError(f"{where}.loss_designs: {designs!r}; expected a non-empty list of "
+                                 f"{', '.join(LOSS_DESIGNS)}")
         target = _per_dataset(data.get("target_model", "auto"), f"{where}.target_model")
         _check_models([*target.values(), *(m for v in aux.values() for m in v)], where)
         return cls(
             name=str(data.get("name", "space")), nodes=nodes,
             target_model=target, aux_models=aux, gates=gates, edge_loss=edge_loss,
-            temperature=float(data.get("temperature", 1.0)),
+            temperature=float(data.get("temperature", 1.0)), ensemble=ensemble, loss_designs=designs,
         )
 
     # ------------------------------------------------------------------ models
@@ -97,27 +114,39 @@ class SearchSpace:
         return list(self.aux_models.get(dataset, self.aux_models["default"]))
 
     def node_names(self) -> list[str]:
-        return [f"node{i}" for i in range(self.nodes)]
+        """The model nodes (an ensemble space numbers them from 1, as the thesis)."""
+        first = 1 if self.ensemble else 0
+        return [f"node{i}" for i in range(first, first + self.nodes)]
 
     def edge_pairs(self) -> list[tuple[str, str]]:
         names = self.node_names()
         return [(s, t) for t in names for s in [LABEL, *names] if s != t]
 
     def size(self, dataset: str = "default") -> float:
-        """Number of distinct graphs (inf for Sine gates): M^(N-1) · G^(N²)."""
+        """Number of distinct graphs (inf for Sine gates): M^(N-1) · G^(N²), and
+        for ensembles G^N (label edges) · (1 + (G-1)·D)^(N(N-1)) (cutoff edges
+        carry no loss design)."""
         if self.gates == SINE:
             return math.inf
-        return len(self.aux_for(dataset)) ** (self.nodes - 1) * len(self.gates) ** len(self.edge_pairs())
+        g = len(self.gates)
+        if self.ensemble:
+            d = len(self.loss_designs or [None])
+            per_edge = 1 + (g - 1) * d if "cutoff" in self.gates else g * d
+            return g ** self.nodes * per_edge ** (self.nodes * (self.nodes - 1))
+        return len(self.aux_for(dataset)) ** (self.nodes - 1) * g ** len(self.edge_pairs())
 
     # ---------------------------------------------------------------- sampling
     def sample(self, trial, dataset: str) -> Graph:
         """A graph from an Optuna trial (parameters named model_i, gate_src_dst,
         f_src_dst, phi_src_dst)."""
         names = self.node_names()
-        nodes = [Node(names[0], self.target_for(dataset))]
-        aux = self.aux_for(dataset)
-        for n in names[1:]:
-            nodes.append(Node(n, trial.suggest_categorical(f"model_{n}", aux)))
+        if self.ensemble:
+            nodes = [Node(n, self.target_for(dataset)) for n in names] + [Node(ENSEMBLE_NODE, ENSEMBLE_MODEL)]
+        else:
+            nodes = [Node(names[0], self.target_for(dataset))]
+            aux = self.aux_for(dataset)
+            for n in names[1:]:
+                nodes.append(Node(n, trial.suggest_categorical(f"model_{n}", aux)))
         edges = []
         for s, t in self.edge_pairs():
             key = f"{s}_{t}"
@@ -127,8 +156,11 @@ class SearchSpace:
             else:
                 gate = Gate(trial.suggest_categorical(f"gate_{key}", list(self.gates)))
             loss = "ce" if s == LABEL else self.edge_loss
+            if s != LABEL and self.loss_designs and gate.kind != "cutoff":
+                loss = trial.suggest_categorical(f"loss_{key}", list(self.loss_designs))
             edges.append(Edge(s, t, loss, gate, T=self.temperature if s != LABEL else 1.0))
-        return Graph(nodes, edges, names[0], name=f"{self.name}")
+        target = ENSEMBLE_NODE if self.ensemble else names[0]
+        return Graph(nodes, edges, target, name=f"{self.name}")
 
 
 def builtin_spaces() -> dict[str, Path]:

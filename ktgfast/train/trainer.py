@@ -18,13 +18,15 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from ..edges import EdgeTable
+from ..edges import AttentionEdgeTable, EdgeTable
 from ..graph import AUTO_MODEL, Graph, render, resolve_graph, save_graph, summary, validate
+from .. import ops
 from ..ops import gated_edge_loss
 from . import checkpoint as ckpt
 from .config import TrainConfig
 from .distributed import DistEnv
 from .metrics import MetricsLog
+from .slots import EnsembleNode, Slots
 
 # The model a node with model "auto" gets, by dataset (else by image size).
 DEFAULT_MODELS = {"mnist5k": "cnn_small", "synthetic": "cnn_small", "cifar10": "resnet32",
@@ -86,14 +88,19 @@ class Trainer:
         self._seed(cfg.seed + self.dist.rank)
 
         self.names = self.graph.node_names()
-        self.learning = [self.graph.learns(n) for n in self.names]
+        self.learning = [self.graph.learns(n) and not n_.is_ensemble
+                         for n, n_ in zip(self.names, self.graph.nodes)]
         self.models = nn.ModuleList(self._build_model(n) for n in self.graph.nodes)
         self._load_frozen_weights()
-        self.forwards = [torch.compile(m) if cfg.compile else m for m in self.models]
+        self.slots = Slots(self.graph, self.models, self.learning)
+        self.forwards = [self._forward_fn(m, i) for i, m in enumerate(self.models)]
         self.optimizers = [self._optimizer(m) for m, learns in zip(self.models, self.learning) if learns]
         self.schedulers = [self._scheduler(o) for o in self.optimizers]
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=cfg.amp == "fp16")
-        self.table = EdgeTable(self.graph.edge_specs(), len(self.names), self.device)
+        self.table = EdgeTable(self.slots.edge_specs, self.slots.count, self.device)
+        self.att_table = (AttentionEdgeTable(self.graph.attention_specs(), len(self.names), self.device)
+                          if self.slots.maps else None)
+        self.slot_owner = torch.tensor(self.slots.owner, dtype=torch.long, device=self.device)
 
         from ..data import Augment
         from ..data.loaders import make_loader, resolve_loader
@@ -130,6 +137,8 @@ class Trainer:
     def _build_model(self, node) -> nn.Module:
         from ..models import build_model
 
+        if node.is_ensemble:
+            return EnsembleNode()
         name = default_model(self.data) if node.model == AUTO_MODEL else node.model
         model = build_model(name, self.data.num_classes, in_channels=self.data.channels, **node.options)
         model = model.to(self.device)
@@ -141,7 +150,7 @@ class Trainer:
         from .pretrain import ensure_pretrained
 
         for i, node in enumerate(self.graph.nodes):
-            if self.learning[i]:
+            if self.learning[i] or node.is_ensemble:
                 continue
             if node.weights:
                 path = node.weights
@@ -191,30 +200,62 @@ class Trainer:
         dtype = torch.bfloat16 if amp == "bf16" else torch.float16
         return torch.autocast(self.device.type, dtype=dtype)
 
-    def forward_all(self, x: torch.Tensor) -> torch.Tensor:
-        """(M, B, C) logits; frozen nodes run in eval mode without gradient."""
-        outs = []
-        for fwd, learns in zip(self.forwards, self.learning):
-            if learns:
-                outs.append(fwd(x))
-            else:
-                with torch.no_grad():
-                    outs.append(fwd(x))
-        return torch.stack(outs)
+    def _forward_fn(self, model: nn.Module, i: int):
+        """What the step calls for node ``i``: ``forward_outputs`` (logits,
+        attention map, attention-branch logits) where maps or an attention
+        branch are needed, else the plain forward; compiled on request."""
+        if isinstance(model, EnsembleNode):
+            return None
+        fn = model.forward_outputs if self.slots.wants_outputs[i] else model
+        return torch.compile(fn) if self.config.compile else fn
+
+    def forward_all(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``(S, B, C)`` logits of every slot (see :class:`Slots`) and ``(M, B, H, W)``
+        attention maps (None without attention edges).  Frozen nodes run in eval
+        mode without gradient."""
+        logits: list = [None] * len(self.names)
+        maps: list = [None] * len(self.names)
+        aux = []
+        for i, (fwd, learns) in enumerate(zip(self.forwards, self.learning)):
+            if fwd is None:
+                continue
+            with contextlib.nullcontext() if learns else torch.no_grad():
+                out = fwd(x)
+            if not self.slots.wants_outputs[i]:
+                logits[i] = out
+                continue
+            logits[i], maps[i] = out.logits, out.attention
+            if self.slots.aux[i] is not None:
+                aux.append(out.aux_logits)
+        for i, members in self.slots.ensembles.items():
+            logits[i] = torch.stack([logits[j] for j in members]).mean(0)
+        z = torch.stack(logits + aux)
+        if not self.slots.maps:
+            return z, None
+        ref = next(m for m in maps if m is not None)
+        return z, torch.stack([m if m is not None else torch.zeros_like(ref) for m in maps])
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         with self.autocast():
-            logits = self.forward_all(x)
-        out = gated_edge_loss(logits, y, self.table, self.step_t / self.progress_div,
-                              self.graph.reduction)
+            logits, maps = self.forward_all(x)
+        progress = self.step_t / self.progress_div
+        out = gated_edge_loss(logits, y, self.table, progress, self.graph.reduction)
+        # Per node: its slots' losses (attention-branch CE included) + attention edges.
+        node_loss = torch.zeros(len(self.names), dtype=out.node_loss.dtype, device=self.device)
+        node_loss = node_loss.index_add(0, self.slot_owner, out.node_loss)
+        if maps is not None:
+            att = ops.attention_crop_loss(maps, logits[:len(self.names)], y, self.att_table, progress,
+                                      self.slots.crop_sizes, self.graph.reduction,
+                                      self.graph.attention_pull)
+            node_loss = node_loss + att.node_loss.to(node_loss.dtype)
         for opt in self.optimizers:
             opt.zero_grad(set_to_none=True)
-        self.scaler.scale(out.node_loss.sum()).backward()
+        self.scaler.scale(node_loss.sum()).backward()
         for opt in self.optimizers:
             self.scaler.step(opt)
         self.scaler.update()
         self.step_t += 1
-        return out.node_loss.detach()
+        return node_loss.detach()
 
     # ------------------------------------------------------------------ epochs
     def fit(self) -> dict:
@@ -308,16 +349,25 @@ class Trainer:
         loader = loaders[split]
         for m in self.models:
             m.eval()
+        models = [i for i, m in enumerate(self.models) if not isinstance(m, EnsembleNode)]
         hits = torch.zeros(len(self.names) + 1, dtype=torch.long, device=self.device)
         for x, y, _ in loader:
             if self.config.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with self.autocast():
-                z = torch.stack([m(x) for m in self.models]).float()
-            hits[:-1] += (z.argmax(-1) == y).sum(-1)
-            hits[-1] += (z.mean(0).argmax(-1) == y).sum()
+                z: list = [None] * len(self.names)
+                for i in models:
+                    z[i] = self.models[i](x).float()
+            for i, members in self.slots.ensembles.items():
+                z[i] = torch.stack([z[j] for j in members]).mean(0)
+            zs = torch.stack(z)
+            hits[:-1] += (zs.argmax(-1) == y).sum(-1)
+            hits[-1] += (zs[models].mean(0).argmax(-1) == y).sum()
         acc = (100.0 * hits.double() / len(data.labels)).tolist()
-        return dict(zip([*self.names, "ensemble"], acc))
+        # "ensemble": the mean over every model node, unless a node has that name.
+        out = dict(zip(self.names, acc[:-1]))
+        out.setdefault("ensemble", acc[-1])
+        return out
 
     # ------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict:
@@ -332,7 +382,15 @@ class Trainer:
             "graph_key": self.graph.key(),
             "config": self.config.to_dict(),
             "history": self.history,
+            **self._extra_state(),
         }
+
+    def _extra_state(self) -> dict:
+        """Subclasses' additional checkpoint entries (see distill.py)."""
+        return {}
+
+    def _load_extra_state(self, state: dict) -> None:
+        pass
 
     def _save_checkpoint(self) -> None:
         if self.is_main and self.config.checkpoint:
@@ -355,6 +413,7 @@ class Trainer:
         self.epoch = state["epoch"]
         self.step_t.fill_(state["step"])
         self.log.history = list(state["history"])
+        self._load_extra_state(state)
         self._print(f"resumed {str(path)!r} at epoch {self.epoch} (step {int(state['step'])})")
 
     # ----------------------------------------------------------------- output
