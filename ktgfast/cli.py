@@ -87,9 +87,9 @@ def _add_config_flags(p) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .train import Trainer
+    from .train.methods import trainer_class
 
-    trainer = Trainer(args.graph, args.data, _config(args), resume=args.resume,
+    trainer = trainer_class(args.method)(args.graph, args.data, _config(args), resume=args.resume,
                       graph_params=_graph_params(args.graph_arg))
     result = trainer.fit()
     print(f"run folder: {trainer.run_dir}")
@@ -103,6 +103,8 @@ def _add_train(sub) -> None:
     p.add_argument("--graph-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="preset parameter, e.g. k=3")
     p.add_argument("--data", default="mnist5k", help="dataset name (default mnist5k)")
+    p.add_argument("--method", default="ktg", help="training method (default ktg); see "
+                   "ktgfast.train.methods.TRAIN_METHODS")
     _add_config_flags(p)
     p.set_defaults(run=_train)
 
@@ -219,9 +221,31 @@ def _add_search(sub) -> None:
     p.set_defaults(run=_search)
 
 
+def _analyze(args: argparse.Namespace) -> int:
+    from .analysis import analyze_run
+
+    summary = analyze_run(args.run_dir, split=args.split, out=args.out, device=args.device,
+                          examples=args.examples, plots=not args.no_plots)
+    print(summary["text"])
+    print(f"\nwrote {summary['out']}")
+    return 0
+
+
+def _add_analyze(sub) -> None:
+    p = sub.add_parser("analyze", help="diversity (MutualKL, ΔAccuracy, attention error) and "
+                                       "gradient-conflict tables of a finished run, with plots")
+    p.add_argument("run_dir", help="a run folder written by ktgfast train or ktgfast distill")
+    p.add_argument("--split", default="test", choices=["test", "val", "train"])
+    p.add_argument("--out", default=None, help="output folder (default RUN_DIR/analysis)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--examples", type=int, default=6, help="images in attention_maps.png")
+    p.add_argument("--no-plots", action="store_true")
+    p.set_defaults(run=_analyze)
+
+
 # name -> function adding the sub-parser; later commands register here.
 COMMANDS: dict[str, Callable] = {"train": _add_train, "distill": _add_distill, "search": _add_search,
-                                 "graph": _add_graph, "info": _add_info}
+                                 "analyze": _add_analyze, "graph": _add_graph, "info": _add_info}
 
 
 def build_parser() -> argparse.ArgumentParser:
