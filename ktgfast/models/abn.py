@@ -5,10 +5,9 @@ re-weights the features *without* ABN's residual bypass, ``f × M`` rather than
 
 Three parts::
 
-    x ─ stem ─ feature extractor (all stages but the last) ─ f ─┬─ × M ─ perception branch ─ GAP ─ fc ─▶ logits
-                                                                │   ▲    (the last stage, stride 2)
-                                                                │   │
-                                                                └─ attention branch ──▶ M, aux_logits
+    x ─ stem ─ feature extractor ─ f ─┬─ f × M ─ perception branch ─ GAP ─ fc ─▶ logits
+                                      │      ▲
+                                      └─ attention branch ─▶ M, aux_logits
 
 * **Feature extractor**: the stem and every ResNet stage but the last, so ``f``
   has the last-but-one stage's width and twice the final resolution.
@@ -17,8 +16,10 @@ Three parts::
   1x1 conv to C (= num_classes) channels; BN; ReLU.  That ``(N, C, h, w)`` tensor
   is the class-activation map ``K``.  Its logits are ``GAP(1x1 conv C->C (K))``,
   trained with their own cross-entropy as in ABN; the attention map is
-  ``M = sigmoid(BN(1x1 conv C->1 (K)))``, in (0, 1).  (The paper's figure has the
-  1x1 map conv we use; the public code uses a 3x3 one.)
+  ``M = sigmoid(BN(1x1 conv C->1 (K)))``, in [0, 1].  (The paper's figure has the
+  1x1 map conv we use; the public code uses a 3x3 one.  The public code also
+  uses bottleneck blocks from CIFAR depth 44 on; we keep the basic blocks of
+  :mod:`~ktgfast.models.resnet` at every depth, so ABN and plain nodes match.)
 * **Perception branch**: the last stage (stride 2), applied to ``f × M``, then
   global average pooling and the linear classifier: the network's logits.
 
@@ -29,17 +30,17 @@ that same tensor, as in the public ABN code (CIFAR: after stage 2 of 3;
 ImageNet: after stage 3 of 4).  So the map is *twice* the plain ResNet's final
 map (which is the AT map a plain ResNet shows):
 
-=================  =======  =====  ===========  ==============
-model              stem     input  ABN map M    plain ResNet map
-=================  =======  =====  ===========  ==============
-abn_resnet20/...   cifar    32     16 x 16      8 x 8
-                   tiny     64     32 x 32      16 x 16
-                   large    224    16 x 16      8 x 8
-abn_resnet18       imagenet 224    14 x 14      7 x 7
-                   large    224    8 x 8        4 x 4
-                   cifar    32     8 x 8        4 x 4
-                   tiny     64     16 x 16      8 x 8
-=================  =======  =====  ===========  ==============
+=================  ========  =====  ========  ================
+model              stem      input  ABN map   plain ResNet map
+=================  ========  =====  ========  ================
+abn_resnet20/...   cifar     32     16 x 16   8 x 8
+                   tiny      64     32 x 32   16 x 16
+                   large     224    16 x 16   8 x 8
+abn_resnet18       imagenet  224    14 x 14   7 x 7
+                   large     224    8 x 8     4 x 4
+                   cifar     32     8 x 8     4 x 4
+                   tiny      64     16 x 16   8 x 8
+=================  ========  =====  ========  ================
 
 That is why the thesis's ABN crop sizes are {3, 7, 11} against {3, 5, 7} for
 ResNets (``crop_sizes``): an 11-cell crop needs a map of at least 11 cells, and
@@ -54,7 +55,8 @@ The FeatureNet contract
 ``model(x)`` (evaluation, pretraining, edges on logits) works unchanged.
 ``forward_features(x)`` is the perception branch's output (the last residual
 block's, as for a plain ResNet: same shape, ``num_features`` channels);
-``forward_head`` pools it and applies ``fc``.  ``forward_outputs(x)`` returns
+``forward_head`` pools it and applies ``fc``; ``attention_transfer_map`` of it
+still gives an AT map comparable with a plain ResNet's.  ``forward_outputs(x)`` returns
 the perception logits, the branch's map ``M`` (``(N, h, w)``, float32) and the
 branch's logits, from one pass.  The branch's logits are only in
 ``forward_outputs``: a trainer of an ABN node adds their cross-entropy.
