@@ -102,6 +102,9 @@ class ABNResNet(FeatureNet):
     stage (at least two stages); the last stage is the perception branch."""
 
     crop_sizes = (3, 7, 11)
+    # forward_outputs returns the attention branch's logits, which trainers
+    # train with their own cross-entropy (ktgfast.train.slots).
+    has_aux_logits = True
 
     def __init__(self, widths: tuple[int, ...], blocks: tuple[int, ...], num_classes: int,
                  in_channels: int = 3, stem: str = "cifar"):

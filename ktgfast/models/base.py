@@ -56,6 +56,7 @@ class FeatureNet(nn.Module):
     # Attention-crop sizes the thesis uses for this family's maps (ResNets:
     # {3, 5, 7}; ABN, whose map is twice as large: {3, 7, 11}).
     crop_sizes: tuple[int, ...] = (3, 5, 7)
+    has_aux_logits: bool = False  # forward_outputs yields aux_logits (ABN)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
