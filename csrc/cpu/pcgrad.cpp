@@ -55,9 +55,7 @@ inline void gram_chunks_impl(const TensorRef* refs, const Chunk* chunks, int64_t
 template <typename scalar_t>
 inline void combine_chunks_impl(const TensorRef* refs, const Chunk* chunks, int64_t K,
                                 const at::opmath_type<scalar_t>* weights, int64_t begin,
-                                int64_t end) {
-  using acc_t = at::opmath_type<scalar_t>;
-  acc_t acc[kChunk];
+                                int64_t end, at::opmath_type<scalar_t>* acc) {
   for (int64_t c = begin; c < end; ++c) {
     const Chunk ch = chunks[c];
     const TensorRef ref = refs[ch.tensor];
@@ -75,8 +73,9 @@ inline void combine_chunks_impl(const TensorRef* refs, const Chunk* chunks, int6
   }                                                                                           \
   KTG_PCG_CPU_CLONES void combine_chunks(const TensorRef* refs, const Chunk* chunks,          \
                                          int64_t K, const at::opmath_type<T>* weights,        \
-                                         int64_t begin, int64_t end, T*) {                    \
-    combine_chunks_impl<T>(refs, chunks, K, weights, begin, end);                             \
+                                         int64_t begin, int64_t end, at::opmath_type<T>* acc, \
+                                         T*) {                                                \
+    combine_chunks_impl<T>(refs, chunks, K, weights, begin, end, acc);                        \
   }
 KTG_PCG_DEFINE_CHUNKS(float)
 KTG_PCG_DEFINE_CHUNKS(double)
@@ -125,7 +124,9 @@ std::tuple<std::vector<at::Tensor>, at::Tensor> pcgrad_cpu(at::TensorList grads,
     // 3. update = sum_l w_l g_l.
     std::vector<acc_t> w(weights.begin(), weights.end());
     at::parallel_for(0, C, grain, [&](int64_t begin, int64_t end) {
-      combine_chunks(refs, chunks, K, w.data(), begin, end, static_cast<scalar_t*>(nullptr));
+      std::vector<acc_t> acc(kChunk);  // one chunk's sums, in the accumulation dtype
+      combine_chunks(refs, chunks, K, w.data(), begin, end, acc.data(),
+                     static_cast<scalar_t*>(nullptr));
     });
   });
   return {work.outs, conflicts};
