@@ -18,6 +18,9 @@ AUGMENTS = ("auto", "none", "crop", "crop_flip")
 PAD_MODES = ("reflect", "zero")
 EVAL_SPLITS = ("val", "test")
 LOADERS = ("auto", "tensor", "torch", "dali")  # = ktgfast.data.LOADER_CHOICES
+# = ("none", *ktgfast.data.mixup.POLICIES); the superclass ones read superclass maps
+MIXUPS = ("none", "beta", "superclass_beta", "superclass_select")
+SUPERCLASS_MIXUPS = ("superclass_beta", "superclass_select")
 
 
 @dataclass
@@ -42,6 +45,9 @@ class TrainConfig:
     eval_splits: list[str] = field(default_factory=lambda: ["val", "test"])
     eval_batch_size: int = 1000
     loader: str = "auto"           # auto | tensor | torch | dali (auto: by dataset kind and device)
+    mixup: str = "none"            # none | beta | superclass_beta | superclass_select (docs/mixup.md)
+    mixup_alpha: float = 1.0       # Beta(α, α) of mixup "beta"
+    superclass_map: str | None = None  # JSON fine -> superclass; default: the dataset's own
     # speed
     device: str = "auto"
     amp: str = "none"
@@ -74,7 +80,7 @@ class TrainConfig:
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 bad(name, "a finite number >= 0")
         choices = {"schedule": SCHEDULES, "amp": AMP_MODES, "augment": AUGMENTS, "pad_mode": PAD_MODES,
-                   "loader": LOADERS}
+                   "loader": LOADERS, "mixup": MIXUPS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 bad(name, ", ".join(allowed))
@@ -89,6 +95,12 @@ class TrainConfig:
             bad("threads", "an integer >= 1")
         if self.val_size is not None and self.val_size <= 0:
             bad("val_size", "a count >= 1 or a fraction in (0, 1)")
+        if isinstance(self.mixup_alpha, bool) or not isinstance(self.mixup_alpha, (int, float)) \
+                or not math.isfinite(self.mixup_alpha) or self.mixup_alpha <= 0:
+            bad("mixup_alpha", "a finite number > 0")
+        if self.superclass_map is not None and self.mixup not in SUPERCLASS_MIXUPS:
+            raise ValueError(f"config.superclass_map is set but config.mixup = {self.mixup!r} uses no "
+                             f"superclasses; it is read by mixup {' and '.join(SUPERCLASS_MIXUPS)}")
         return self
 
     def resolved_milestones(self) -> list[int]:
