@@ -144,6 +144,13 @@ class SelfDistillTrainer(Trainer):
         if cfg.schedule != "constant":
             self._print(f"--method {self.mode}: config.schedule={cfg.schedule!r} is ignored; the "
                         "plateau rule sets the lr")
+        shortest = cfg.generation_patience + 1  # a generation that gains only in epoch 1
+        if cfg.max_epochs_per_generation is not None:
+            shortest = min(shortest, cfg.max_epochs_per_generation)
+        if cfg.epochs < cfg.generations * shortest:
+            self._print(f"note: --epochs {cfg.epochs} caps the whole run, but {cfg.generations} "
+                        f"generations take at least {cfg.generations * shortest} epochs; the last "
+                        "generations will be cut (raise --epochs)")
         self.schedulers = []  # the plateau rule owns the lr
         self.node = student.nodes[0]
         self.student_name = self.node.name
@@ -224,7 +231,7 @@ class SelfDistillTrainer(Trainer):
         if self.uses_bank:
             self.tmp.copy_(self.y_v)
         self._val_s = 0.0
-        self._messages: list[str] = []
+        self._messages = []
         row = super().train_epoch()
         for line in self._messages:  # after the trainer's epoch line
             self._print(line)
