@@ -63,6 +63,12 @@ class TrainConfig:
     checkpoint: bool = True      # write checkpoint.pt every epoch (searches turn it off)
     verbose: bool = True         # print the graph and one line per epoch
     pretrain_cache: str | None = None  # default: $KTGFAST_CACHE or ~/.cache/ktgfast
+    # generations (--method self-distill | ban, SPEC §4; ``epochs`` caps the whole run)
+    generations: int = 3
+    plateau_patience: int = 20       # epochs without a val gain: reset to best, lr *= gamma
+    generation_patience: int = 40    # epochs without a val gain: next generation
+    lr_floor: float = 0.001          # the plateau decay never goes below it
+    max_epochs_per_generation: int | None = None  # safety cap (none: only the patiences)
 
     def validate(self) -> "TrainConfig":
         def bad(name, allowed):
@@ -101,6 +107,16 @@ class TrainConfig:
         if self.superclass_map is not None and self.mixup not in SUPERCLASS_MIXUPS:
             raise ValueError(f"config.superclass_map is set but config.mixup = {self.mixup!r} uses no "
                              f"superclasses; it is read by mixup {' and '.join(SUPERCLASS_MIXUPS)}")
+        for name in ("generations", "plateau_patience", "generation_patience"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                bad(name, "an integer >= 1")
+        v = self.max_epochs_per_generation
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            bad("max_epochs_per_generation", "an integer >= 1 (or none for no cap)")
+        if not isinstance(self.lr_floor, (int, float)) or not math.isfinite(self.lr_floor) \
+                or self.lr_floor < 0:
+            bad("lr_floor", "a finite number >= 0")
         return self
 
     def resolved_milestones(self) -> list[int]:

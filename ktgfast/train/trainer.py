@@ -145,7 +145,7 @@ class Trainer:
         cfg = self.config
         if cfg.mixup == "none":
             return None
-        if type(self).train_step is not Trainer.train_step:
+        if type(self).train_step is not Trainer.train_step or type(self).train_batch is not Trainer.train_batch:
             raise ValueError(f"config.mixup = {cfg.mixup!r}, but {type(self).__name__} has its own "
                              "training step, which does not mix batches; use mixup none")
         smap = (resolve_superclass_map(self.data, cfg.superclass_map, cfg.mixup)
@@ -282,6 +282,11 @@ class Trainer:
         self.step_t += 1
         return node_loss.detach()
 
+    def train_batch(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """One step on a batch whose rows are ``idx`` of the training split;
+        subclasses that keep per-sample state (self_distill.py) override it."""
+        return self.train_step(x, y)
+
     # ------------------------------------------------------------------ epochs
     def fit(self) -> dict:
         cfg = self.config
@@ -292,10 +297,14 @@ class Trainer:
             save_graph(self.graph, self.run_dir / "graph.yaml")
             self._print(summary(self.graph))
         result = self.history[-1] if self.history else {}
-        while self.epoch < cfg.epochs:
+        while not self._finished():
             result = self.train_epoch()
         self.log.close()
         return result
+
+    def _finished(self) -> bool:
+        """Whether ``fit`` stops (subclasses with their own end rule override it)."""
+        return self.epoch >= self.config.epochs
 
     @property
     def history(self) -> list[dict]:
@@ -314,12 +323,12 @@ class Trainer:
         first_bad = torch.full((), -1.0, dtype=torch.float64, device=self.device)
         bar = self._bar(epoch)
         t0 = time.perf_counter()
-        for i, (x, y, _) in enumerate(self.train_loader):
+        for i, (x, y, idx) in enumerate(self.train_loader):
             if self.mixup is not None:  # every node sees the same mixed batch
                 x, y = self.mixup(x, y)
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            node_loss = self.train_step(x, y)
+            node_loss = self.train_batch(x, y, idx)
             ok = torch.isfinite(node_loss)
             first_bad = torch.where((first_bad < 0) & ~ok.all(), self.step_t - 1, first_bad)
             finite &= ok
@@ -346,11 +355,16 @@ class Trainer:
         for split in cfg.eval_splits:
             for k, v in self.evaluate(split).items():
                 row[f"{split}_acc:{k}"] = round(v, 4)
+        self._epoch_end(row)
         self.log.add(row)          # in the history before the checkpoint saves it
         self._save_checkpoint()
         self.log.write(row)
         self._print(_console(row))
         return row
+
+    def _epoch_end(self, row: dict) -> None:
+        """Subclasses' end-of-epoch bookkeeping (it may add columns to ``row``),
+        after evaluation and before the checkpoint (see self_distill.py)."""
 
     def _check_finite(self, finite: torch.Tensor, first_bad: torch.Tensor, epoch: int) -> None:
         if bool(finite.all()):
