@@ -233,6 +233,12 @@ def test_mean_is_sum_over_k():
     m = ops.pcgrad(g, order, reduction="mean")
     torch.testing.assert_close(m.update, s.update / 5, rtol=1e-14, atol=1e-14)
     assert torch.equal(m.conflicts, s.conflicts)
+    want = ref.pcgrad(g, order, reduction="mean")
+    assert_update_close(m.update, want.update, torch.float64, float(g.abs().max()))
+    parts = split_like(g, [(20, 10), (200,)])
+    for u, w in zip(ops.pcgrad(parts, order, reduction="mean").update,
+                    ref.pcgrad(parts, order, reduction="mean").update):
+        assert_update_close(u, w, torch.float64, float(g.abs().max()))
 
 
 def test_empty_parameters():
