@@ -233,6 +233,12 @@ def test_mean_is_sum_over_k():
     m = ops.pcgrad(g, order, reduction="mean")
     torch.testing.assert_close(m.update, s.update / 5, rtol=1e-14, atol=1e-14)
     assert torch.equal(m.conflicts, s.conflicts)
+    want = ref.pcgrad(g, order, reduction="mean")
+    assert_update_close(m.update, want.update, torch.float64, float(g.abs().max()))
+    parts = split_like(g, [(20, 10), (200,)])
+    for u, w in zip(ops.pcgrad(parts, order, reduction="mean").update,
+                    ref.pcgrad(parts, order, reduction="mean").update):
+        assert_update_close(u, w, torch.float64, float(g.abs().max()))
 
 
 def test_empty_parameters():
@@ -520,8 +526,8 @@ def test_per_loss_gradients_batched_equals_separate(fresh_fallback):
     for g, w, p in zip(got, want, params):
         assert g.shape == (3, *p.shape)
         torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
-    assert torch.equal(got[-1] if params[-1] is net.unused else got[params.index(net.unused)],
-                       torch.zeros(3, 2, 5))
+    unused = next(t for t, p in enumerate(params) if p is net.unused)
+    assert torch.equal(got[unused], torch.zeros(3, 2, 5))
     assert all(p.grad is None for p in params)
     loop = gradients.per_loss_gradients(make_losses(net), params, batched=False)
     for g, w in zip(loop, want):
