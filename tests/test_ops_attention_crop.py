@@ -338,26 +338,39 @@ def test_backward_op_matches_saved_gradient():
 # ---------------------------------------------------------------------------
 # 2. Crop windows and the arg-max: the border rule by hand.
 
-def touched(src: torch.Tensor, k: int, transposed: bool = False) -> torch.Tensor:
+def in_layout(q: torch.Tensor, layout: str) -> torch.Tensor:
+    """``q`` (M, B, H, W) stored column-major ("transposed") or as a slice of
+    wider rows ("sliced": map rows apart in memory, unit column stride)."""
+    if layout == "transposed":
+        return q.transpose(2, 3).contiguous().transpose(2, 3)
+    if layout == "sliced":
+        wide = torch.full((*q.shape[:3], q.shape[3] + 3), 7.0, dtype=q.dtype)
+        wide[..., 1:-2] = q
+        return wide[..., 1:-2]
+    return q
+
+
+LAYOUTS = ["contiguous", "transposed", "sliced"]
+
+
+def touched(src: torch.Tensor, k: int, layout: str = "contiguous") -> torch.Tensor:
     """The destination cells that receive gradient from one pull edge whose
     source map is ``src`` (H, W), with crop size ``k``: the crop window.  The
     destination is tiny (norm < eps): F.normalize then divides by eps and no
     projection removes the gradient, so even a one-cell window shows."""
     H, W = src.shape
     dst = (torch.rand(H, W, dtype=torch.float64) + 0.5) * 1e-15
-    q = torch.stack([src.double(), dst])[:, None]  # (2, 1, H, W)
-    if transposed:
-        q = q.transpose(2, 3).contiguous().transpose(2, 3)
+    q = in_layout(torch.stack([src.double(), dst])[:, None], layout)  # (2, 1, H, W)
     z = torch.zeros(2, 1, 2, dtype=torch.float64)
     _, g = grad_of(q, z, torch.zeros(1, dtype=torch.long), [EdgeSpec(0, 1, "pull")],
                    crop_sizes=(k,))
     return g[1, 0] != 0
 
 
-def window_of(H, W, peak, k, transposed=False):
+def window_of(H, W, peak, k, layout="contiguous"):
     src = torch.rand(H, W, dtype=torch.float64) + 0.5
     src[peak] = 2.0
-    return touched(src, k, transposed)
+    return touched(src, k, layout)
 
 
 def box(H, W, rows, cols):
@@ -382,11 +395,11 @@ WINDOWS_5x7 = [
 ]
 
 
-@pytest.mark.parametrize("transposed", [False, True], ids=["contiguous", "transposed"])
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("peak,k,rows,cols", WINDOWS_5x7,
                          ids=[f"peak{p[0]}{p[1]}-k{k}" for p, k, _, _ in WINDOWS_5x7])
-def test_crop_window_border_rule(peak, k, rows, cols, transposed):
-    got = window_of(5, 7, peak, k, transposed=transposed)
+def test_crop_window_border_rule(peak, k, rows, cols, layout):
+    got = window_of(5, 7, peak, k, layout)
     assert torch.equal(got, box(5, 7, rows, cols)), got.int()
     # and the reference's crop_window agrees with the hand-written windows
     assert ref.crop_window(peak[0], k, 5) == (rows[0], rows[1] - rows[0])
@@ -458,31 +471,33 @@ TIES = [
 ]
 
 
-@pytest.mark.parametrize("transposed", [False, True], ids=["contiguous", "transposed"])
+@pytest.mark.parametrize("layout", LAYOUTS)
 @pytest.mark.parametrize("src,peak", TIES, ids=["constant", "two_max", "row_major", "negative",
                                                 "minus_inf"])
-def test_argmax_ties_resolve_to_first_row_major(src, peak, transposed):
+def test_argmax_ties_resolve_to_first_row_major(src, peak, layout):
     assert divmod(int(torch.argmax(src)), 5) == peak  # torch.argmax agrees
     want = torch.zeros(src.shape, dtype=torch.bool)
     want[peak] = True
-    assert torch.equal(touched(src, 1, transposed), want)
+    assert torch.equal(touched(src, 1, layout), want)
     if not math.isinf(float(src.min())):  # the reference normalises -inf crops to NaN
         q = torch.stack([src.double(), torch.rand(src.shape, dtype=torch.float64)])[:, None]
-        if transposed:
-            q = q.transpose(2, 3).contiguous().transpose(2, 3)
+        q = in_layout(q, layout)
         z = torch.zeros(2, 1, 2, dtype=torch.float64)
         check_against_reference(q, z, torch.zeros(1, dtype=torch.long),
                                 [EdgeSpec(0, 1, "pull"), EdgeSpec(0, 1, "push")], crop_sizes=(3, 2))
 
 
-def test_nan_map_peaks_at_first_nan():
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_nan_map_peaks_at_first_nan(layout):
     """torch.argmax treats NaN as the maximum: so does the op."""
     src = torch.rand(4, 5, dtype=torch.float64)
+    src[0, 3] = 5.0  # the largest number comes before the first NaN
     src[2, 1] = math.nan
     src[3, 4] = math.nan
+    assert int(torch.argmax(src)) == 11
     want = torch.zeros(4, 5, dtype=torch.bool)
     want[2, 1] = True  # the NaN gradient there is != 0
-    assert torch.equal(touched(src, 1), want)
+    assert torch.equal(touched(src, 1, layout), want)
 
 
 # ---------------------------------------------------------------------------

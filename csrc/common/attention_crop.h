@@ -78,77 +78,111 @@ struct CropProblem {
   const acc_t* weights;  // (E,) upstream gradient per edge, or null (= 1)
   acc_t* row_loss;       // (E, B) gated per-sample loss, or null
   acc_t* row_gate;       // (E, B) gate weight, or null
-  int64_t* peak;         // (M*B,) phase 1: first arg-max of the map, row-major
+  int64_t* peak;         // (M*B,) phase 1: first arg-max of the map, (row << 32) | col
   int64_t* top_class;    // (M*B,) phase 1: first arg-max of the logits (gated slots)
   acc_t* top_prob;       // (M*B,) phase 1: max softmax of the logits (gated slots)
   scalar_t* grad;        // (M*B, H*W) d(sum_e w_e L_e) / d maps, contiguous
 
-  KTG_HD const scalar_t* map(int64_t r) const { return maps + (r / B) * sm + (r % B) * sb; }
-  KTG_HD const acc_t* logit_row(int64_t r) const { return logits + (r / B) * lm + (r % B) * lb; }
+  // (Slot and sample passed apart: no integer division in the edge loop.)
+  KTG_HD const scalar_t* map(int64_t slot, int64_t n) const { return maps + slot * sm + n * sb; }
+  KTG_HD const acc_t* logit_row(int64_t slot, int64_t n) const { return logits + slot * lm + n * lb; }
 };
 
 KTG_HD bool gate_reads_logits(int32_t gate) {
   return gate == kGateCorrect || gate == kGateThreshold;
 }
 
+// Vectorisation hints of the serial arg-max (ignored on the GPU).
+#if defined(__CUDA_ARCH__) || !defined(_OPENMP)
+#define KTG_SIMD_MAX_COUNT(m, n)
+#define KTG_SIMD_MIN(...)
+#else
+#define KTG_SIMD_MAX_COUNT(m, n) KTG_PRAGMA(omp simd reduction(max : m) reduction(+ : n))
+#define KTG_SIMD_MIN(...) KTG_PRAGMA(omp simd reduction(min : __VA_ARGS__))
+#endif
+
+// Serial arg-max of n contiguous values: the maximum and the NaN count in one
+// vectorised pass, then the first index equal to it (or the first NaN) as a
+// vectorised min-reduction (no early exit, but 8 lanes per step).
+template <typename acc_t, typename scalar_t>
+inline void run_max_and_nans(const scalar_t* x, int32_t n, acc_t& best, int32_t& nans) {
+  acc_t m = best;
+  int32_t k = nans;
+  KTG_SIMD_MAX_COUNT(m, k)
+  for (int32_t j = 0; j < n; ++j) {
+    const acc_t v = static_cast<acc_t>(x[j]);
+    m = v > m ? v : m;
+    k += v != v ? 1 : 0;
+  }
+  best = m;
+  nans = k;
+}
+
+template <typename acc_t, typename scalar_t>
+inline int32_t run_first_match(const scalar_t* x, int32_t n, int32_t offset, acc_t best,
+                               bool want_nan, int32_t first) {
+  int32_t f = first;
+  if (want_nan) {
+    KTG_SIMD_MIN(f)
+    for (int32_t j = 0; j < n; ++j) {
+      const acc_t v = static_cast<acc_t>(x[j]);
+      f = (v != v && offset + j < f) ? offset + j : f;
+    }
+  } else {
+    KTG_SIMD_MIN(f)
+    for (int32_t j = 0; j < n; ++j) {
+      const acc_t v = static_cast<acc_t>(x[j]);
+      f = (v == best && offset + j < f) ? offset + j : f;
+    }
+  }
+  return f;
+}
+
 // First index (row-major) of the map's maximum; a NaN counts as larger than
-// everything, as in torch.argmax.  Pass 1 finds the maximum (vectorisable),
-// pass 2 the first cell equal to it.
+// everything, as in torch.argmax.  Pass 1 finds the maximum (and whether a
+// NaN is present), pass 2 the first cell equal to it.
 template <typename acc_t, typename scalar_t, typename Lanes>
 KTG_HD int64_t map_argmax(const Lanes& lanes, const scalar_t* x, int64_t sh, int64_t H,
                           int64_t W) {
   const int64_t HW = H * W;
   acc_t best = -INFINITY;
-  acc_t nans = 0;
+#if !defined(__CUDA_ARCH__)
   if (Lanes::kStride == 1) {
-    for (int64_t i = 0; i < H; ++i) {
-      const scalar_t* row = x + i * sh;
-      KTG_SIMD_MAX(best)
-      for (int64_t j = 0; j < W; ++j) {
-        const acc_t v = static_cast<acc_t>(row[j]);
-        best = v > best ? v : best;
-      }
-      KTG_SIMD_SUM(nans)
-      for (int64_t j = 0; j < W; ++j) {
-        const acc_t v = static_cast<acc_t>(row[j]);
-        nans += v != v ? acc_t(1) : acc_t(0);
-      }
+    // Rows that follow each other in memory are one run of H*W values.
+    const bool flat = sh == W || H == 1;
+    const int32_t runs = flat ? 1 : static_cast<int32_t>(H);
+    const int32_t len = static_cast<int32_t>(flat ? HW : W);
+    int32_t nans = 0;
+    for (int32_t i = 0; i < runs; ++i) run_max_and_nans<acc_t>(x + i * sh, len, best, nans);
+    int32_t first = static_cast<int32_t>(HW);
+    for (int32_t i = 0; i < runs; ++i) {
+      first = run_first_match<acc_t>(x + i * sh, len, i * len, best, nans > 0, first);
+      if (first < HW) break;
     }
-  } else {
-    for (int64_t k = lanes.lane(); k < HW; k += Lanes::kStride) {
-      const int64_t i = k / W;
-      const acc_t v = static_cast<acc_t>(x[i * sh + (k - i * W)]);
-      best = v > best ? v : best;
-      nans += v != v ? acc_t(1) : acc_t(0);
-    }
+    return first < HW ? first : 0;  // all -inf: torch.argmax gives 0 as well
+  }
+#endif
+  acc_t nans = 0;
+  for (int64_t k = lanes.lane(); k < HW; k += Lanes::kStride) {
+    const int64_t i = k / W;
+    const acc_t v = static_cast<acc_t>(x[i * sh + (k - i * W)]);
+    best = v > best ? v : best;
+    nans += v != v ? acc_t(1) : acc_t(0);
   }
   best = lanes.max(best);
   const bool want_nan = lanes.sum(nans) > acc_t(0);
   // Each lane's first match in row-major order, then the smallest over lanes.
   int64_t first = HW;
-  if (Lanes::kStride == 1) {
-    for (int64_t i = 0; i < H && first == HW; ++i) {
-      const scalar_t* row = x + i * sh;
-      for (int64_t j = 0; j < W; ++j) {
-        const acc_t v = static_cast<acc_t>(row[j]);
-        if (want_nan ? v != v : v == best) {
-          first = i * W + j;
-          break;
-        }
-      }
-    }
-  } else {
-    for (int64_t k = lanes.lane(); k < HW; k += Lanes::kStride) {
-      const int64_t i = k / W;
-      const acc_t v = static_cast<acc_t>(x[i * sh + (k - i * W)]);
-      if (want_nan ? v != v : v == best) {
-        first = k;
-        break;
-      }
+  for (int64_t k = lanes.lane(); k < HW; k += Lanes::kStride) {
+    const int64_t i = k / W;
+    const acc_t v = static_cast<acc_t>(x[i * sh + (k - i * W)]);
+    if (want_nan ? v != v : v == best) {
+      first = k;
+      break;
     }
   }
   first = lanes.min_index(first);
-  return first < HW ? first : 0;  // all -inf: torch.argmax gives 0 as well
+  return first < HW ? first : 0;
 }
 
 // sum_c exp(z_c - m) of one logits row (for the threshold gate's max-probability).
@@ -165,8 +199,10 @@ KTG_HD acc_t row_sum_exp(const Lanes& lanes, const acc_t* z, int64_t C, acc_t m)
 // reads this slot, the logits' arg-max and max-probability.
 template <typename acc_t, typename scalar_t, typename Lanes>
 KTG_HD void crop_slot_row(const Lanes& lanes, const CropProblem<scalar_t, acc_t>& P, int64_t r) {
-  const int64_t peak = map_argmax<acc_t>(lanes, P.map(r), P.sh, P.H, P.W);
   const int32_t m = static_cast<int32_t>(r / P.B);
+  const int64_t n = r - m * P.B;
+  const int64_t flat = map_argmax<acc_t>(lanes, P.map(m, n), P.sh, P.H, P.W);
+  const int64_t row = flat / P.W;
   bool gated = false;
   for (int64_t e = 0; e < P.E && !gated; ++e) {
     const int32_t* ei = P.edge_index + e * kEdgeIndexCols;
@@ -175,13 +211,13 @@ KTG_HD void crop_slot_row(const Lanes& lanes, const CropProblem<scalar_t, acc_t>
   int64_t top = 0;
   acc_t prob = 0;
   if (gated) {
-    const acc_t* z = P.logit_row(r);
+    const acc_t* z = P.logit_row(m, n);
     const acc_t zmax = row_max<acc_t>(lanes, z, P.C);
     top = row_argmax<acc_t>(lanes, z, P.C, zmax);
     prob = acc_t(1) / row_sum_exp<acc_t>(lanes, z, P.C, zmax);
   }
   if (lanes.lane() == 0) {
-    P.peak[r] = peak;
+    P.peak[r] = (row << 32) | (flat - row * P.W);
     P.top_class[r] = top;
     P.top_prob[r] = prob;
   }
@@ -289,11 +325,13 @@ KTG_HD acc_t crop_loss_grad(const Lanes& lanes, const acc_t* a, const acc_t* b, 
 template <typename acc_t, typename scalar_t, typename Lanes>
 KTG_HD void crop_edge_row(const Lanes& lanes, const CropProblem<scalar_t, acc_t>& P, int64_t r,
                           CropScratch<acc_t> scratch) {
-  const int64_t B = P.B, H = P.H, W = P.W, HW = H * W, n = r % B;
+  const int64_t B = P.B, H = P.H, W = P.W, HW = H * W;
   const int32_t t = static_cast<int32_t>(r / B);
+  const int64_t n = r - t * B;
   acc_t* acc = scratch.acc;
   for (int64_t k = lanes.lane(); k < HW; k += Lanes::kStride) acc[k] = acc_t(0);
-  const scalar_t* dst_map = P.map(r);
+  const scalar_t* dst_map = P.map(t, n);
+  const int64_t label = P.labels[n];
   const double progress = *P.progress;
   const acc_t inv_crops = acc_t(1) / static_cast<acc_t>(P.crops.count);
 
@@ -303,13 +341,13 @@ KTG_HD void crop_edge_row(const Lanes& lanes, const CropProblem<scalar_t, acc_t>
     const double* ep = P.edge_params + e * kEdgeParamCols;
     const int32_t gate = ei[kColGate];
     const bool pull = ei[kColLoss] == kAttPull;
-    const int64_t rs = static_cast<int64_t>(ei[kColSrc]) * B + n;  // the source's row
+    const int64_t src = ei[kColSrc], rs = src * B + n;  // the source's row
 #if defined(__CUDA_ARCH__)
     CUDA_KERNEL_ASSERT(ei[kColSrc] >= 0 && ei[kColSrc] < P.M && "attention_crop_loss: bad source");
 #endif
     const acc_t upstream = P.weights ? P.weights[e] : acc_t(1);
     const acc_t g = static_cast<acc_t>(gate_weight(gate, ep[kColGateA], ep[kColGateB], progress,
-                                                   false, P.top_class[rs] == P.labels[n],
+                                                   false, P.top_class[rs] == label,
                                                    static_cast<double>(P.top_prob[rs])));
     if (P.row_gate) P.row_gate[e * B + n] = g;
     // A closed gate contributes nothing: skipping also avoids 0 * inf.
@@ -319,8 +357,8 @@ KTG_HD void crop_edge_row(const Lanes& lanes, const CropProblem<scalar_t, acc_t>
     }
     const acc_t scale =
         static_cast<acc_t>(ep[kColCoef]) * g * upstream * inv_crops / P.batch_div;
-    const int64_t peak = P.peak[rs], ci = peak / W, cj = peak - ci * W;
-    const scalar_t* src_map = P.map(rs);
+    const int64_t peak = P.peak[rs], ci = peak >> 32, cj = peak & 0xffffffff;
+    const scalar_t* src_map = P.map(src, n);
     acc_t loss = 0;
     for (int32_t c = 0; c < P.crops.count; ++c) {
       const Span rw = crop_span(ci, P.crops.size[c], H), cw = crop_span(cj, P.crops.size[c], W);

@@ -30,6 +30,9 @@ inline void check_crop_inputs(const at::Tensor& maps, const at::Tensor& logits,
   TORCH_CHECK(maps.size(2) >= 1 && maps.size(3) >= 1,
               "attention_crop_loss: maps need at least one cell (H, W >= 1), got shape ",
               maps.sizes());
+  TORCH_CHECK(maps.size(2) * maps.size(3) <= INT32_MAX,
+              "attention_crop_loss: a map may hold at most 2^31 - 1 cells, got H x W = ",
+              maps.size(2), " x ", maps.size(3));
   TORCH_CHECK(logits.dim() == 3 && logits.size(0) == maps.size(0) &&
                   logits.size(1) == maps.size(1) && logits.size(2) >= 1,
               "attention_crop_loss: logits must be (M, B, C) with (M, B) = (", maps.size(0), ", ",

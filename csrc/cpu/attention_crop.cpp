@@ -38,8 +38,10 @@ inline void crop_rows_chunk_impl(const CropProblem<scalar_t, at::opmath_type<sca
 }
 
 // One clone per CPU level, picked at load time (ifunc), as for the edge-loss op.
+// `flatten` inlines the whole row math into each clone: an outlined helper
+// would be compiled once, for the baseline level only.
 #if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__)
-#define KTG_CPU_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#define KTG_CPU_CLONES __attribute__((target_clones("arch=x86-64-v3", "default"), flatten))
 #else
 #define KTG_CPU_CLONES
 #endif
