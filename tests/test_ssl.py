@@ -27,6 +27,7 @@ from ktgfast.ops import gated_edge_loss
 from ktgfast.search import load_space
 from ktgfast.train import TrainConfig, Trainer
 from ktgfast.train import ssl as ssl_mod
+from ktgfast.train.run_dir import load_run
 from ktgfast.train.ssl import SemiSupervisedTrainer, SSLSlots
 
 SSL_PRESETS = ["ssl-supervised", "pi-model", "mean-teacher", "pseudo-label", "fixmatch"]
@@ -168,7 +169,8 @@ def test_pi_model_consistency_sees_two_different_views(tmp_path, data, monkeypat
 
 
 def test_mean_teacher_student_and_teacher_see_different_views(tmp_path, data, monkeypatch):
-    graph = ssl_graph([cnn("n1"), cnn("n2", ema_of="n1")],
+    # the EMA node names no model: it gets its source's (cnn_small with pool 2)
+    graph = ssl_graph([cnn("n1"), Node("n2", ema_of="n1")],
                       [Edge("n2", "n1", "kl", src_view="weak", dst_view="strong")])
     tr = Trainer(graph, data, config(tmp_path, iterations=1, eval_every=1))
     seen = record_inputs(tr)
@@ -180,6 +182,8 @@ def test_mean_teacher_student_and_teacher_see_different_views(tmp_path, data, mo
     assert not torch.equal(x1[8:], x2)
     assert tr.slots.u_slots == [(0, "strong"), (1, "weak")]
     assert len(calls) == 2 and calls[1][0].shape[:2] == (2, 16)
+    run = load_run(tr.run_dir, data=data)  # read back (as distillation and analysis do)
+    assert_states_equal([run.models["n2"].state_dict()], [tr.models[1].state_dict()])
 
 
 def test_consistency_on_one_view_is_refused():
