@@ -215,3 +215,56 @@ def test_ensemble_presets_train_on_real_data(tmp_path):
         row = t.fit()
         assert row["val_acc:ensemble"] > 50.0, row
         assert math.isfinite(row["train_loss:node1"])
+
+
+def test_attention_edges_match_reference_step(tmp_path, data):
+    """One trainer step of a graph with pull and push attention edges (and a
+    gated prob part) equals the step computed from ktgfast.reference."""
+    edges = [Edge("a", "b", "kl&pull", gate=Gate("correct")), Edge("b", "c", "cos&push"),
+             Edge("c", "a", "att+", gate=Gate("linear"), weight=2.0)]
+    g = ens_graph(edges)
+    g.crop_sizes = [1, 3]
+    t = Trainer(g, data, config(tmp_path, lr=0.1, momentum=0.0, weight_decay=0.0))
+    init = [{k: v.clone() for k, v in m.state_dict().items()} for m in t.models[:3]]
+    x, y, _ = next(iter(t.train_loader))
+    t.train_step(x, y)
+    models = []
+    for s in init:
+        m = build_model("cnn_small", CLASSES, in_channels=1)
+        m.load_state_dict(s)
+        models.append(m.train())
+    outs = [m.forward_outputs(x) for m in models]
+    z = torch.stack([o.logits for o in outs] + [torch.stack([o.logits for o in outs]).mean(0)])
+    q = torch.stack([o.attention for o in outs] + [torch.zeros_like(outs[0].attention)])
+    progress = torch.tensor(0.0, dtype=torch.float64)
+    prob = reference.gated_edge_loss(z, y, g.edge_specs(), progress).node_loss
+    att = reference.attention_crop_loss(q, z.detach(), y, g.attention_specs(), progress, (1, 3))
+    (prob.sum() + att.node_loss.sum()).backward()
+    for i in range(3):
+        for p_ref, p in zip(models[i].parameters(), t.models[i].parameters()):
+            assert torch.allclose(p_ref.detach() - 0.1 * p_ref.grad, p.detach(), atol=1e-5, rtol=1e-4)
+    # the linear c -> a edge is still closed at step 0; the pull a -> b is not
+    assert att.edge_loss[2].item() == 0.0 and att.edge_loss[0].item() != 0.0
+
+
+def test_abn_nodes_train_their_attention_branch(tmp_path):
+    """ABN's attention-branch logits get the node's label edge (same gate and
+    weight) and the loss is counted as the node's."""
+    data = get_dataset("synthetic", val_size=32, n_train=64, n_test=32, num_classes=CLASSES,
+                       channels=3, image_size=32, noise=150.0)
+    g = Graph([Node("a", "abn_resnet20", {"width": 4}), Node("ens", ENSEMBLE_MODEL)],
+              [Edge("label", "a", "ce", gate=Gate("linear"), weight=0.5)], "ens")
+    t = Trainer(g, data, config(tmp_path, batch_size=16))
+    assert t.slots.aux == [2, None] and t.slots.owner == [0, 1, 0]
+    aux_edge = t.table.specs[-1]
+    assert (aux_edge.src, aux_edge.dst, aux_edge.gate, aux_edge.weight) == ("label", 2, "linear", 0.5)
+    x, y, _ = next(iter(t.train_loader))
+    t.step_t.fill_(t.progress_div)  # progress 1: the linear gate is open
+    model = t.models[0]
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    loss = t.train_step(x, y)
+    ref = build_model("abn_resnet20", CLASSES, in_channels=3, width=4)
+    ref.load_state_dict(before)
+    out = ref.forward_outputs(x)
+    expected = 0.5 * (F.cross_entropy(out.logits, y) + F.cross_entropy(out.aux_logits, y))
+    assert loss[0].item() == pytest.approx(expected.item(), rel=1e-4)

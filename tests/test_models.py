@@ -1,5 +1,7 @@
 """The model registry: names, options and their errors, the features/head split,
-shapes per stem, published parameter counts, init, channels_last and compile."""
+forward_outputs, shapes per stem, published parameter counts, init,
+channels_last and compile.  (ABN and attention maps in detail:
+test_models_attention.py.)"""
 from __future__ import annotations
 
 import math
@@ -17,7 +19,8 @@ from ktgfast.models import (
     register_model,
 )
 
-EXPECTED = ["cnn_small", "mlp", "resnet110", "resnet18", "resnet20", "resnet32", "resnet56",
+EXPECTED = ["abn_resnet110", "abn_resnet18", "abn_resnet20", "abn_resnet32", "abn_resnet56",
+            "cnn_small", "mlp", "resnet110", "resnet18", "resnet20", "resnet32", "resnet56",
             "wrn28_10", "wrn28_2", "wrn28_6"]
 SIZE = 16  # input side for every model unless a test says otherwise (CPU time)
 
@@ -55,6 +58,27 @@ def test_logits_and_split(name, in_channels):
     torch.testing.assert_close(logits, split, rtol=0, atol=0)
 
 
+@pytest.mark.parametrize("name", list_models())
+def test_forward_outputs(name):
+    """One pass gives forward's logits, an (N, H, W) float32 map, and auxiliary
+    logits exactly for the ABNs."""
+    model = small(name, 5).eval()
+    x = torch.randn(2, 3, SIZE, SIZE)
+    with torch.no_grad():
+        out = model.forward_outputs(x)
+        logits = model(x)
+    torch.testing.assert_close(out.logits, logits, rtol=0, atol=0)
+    assert out.attention.dim() == 3 and out.attention.shape[0] == 2
+    assert out.attention.dtype == torch.float32
+    assert (out.attention >= 0).all()
+    if name.startswith("abn_"):
+        assert out.aux_logits.shape == (2, 5)
+        assert model.crop_sizes == (3, 7, 11)
+    else:
+        assert out.aux_logits is None
+        assert model.crop_sizes == (3, 5, 7)
+
+
 @pytest.mark.parametrize("name,kw,size,hw,channels", [
     ("resnet20", {}, 32, 8, 16),                       # stages 32 -> 32, 16, 8
     ("resnet20", {"stem": "tiny"}, 64, 16, 16),
@@ -69,6 +93,9 @@ def test_logits_and_split(name, in_channels):
     ("cnn_small", {}, 32, 8, 32),
     ("cnn_small", {}, 8, 2, 32),                       # smallest supported input
     ("mlp", {"image_size": 28}, 28, 1, 16),
+    # ABN: the perception branch's output, the plain ResNet's shape
+    ("abn_resnet20", {}, 32, 8, 16),
+    ("abn_resnet18", {}, 224, 7, 32),
 ])
 def test_feature_map_size(name, kw, size, hw, channels):
     model = small(name, 3, 1, **kw).eval()
@@ -92,6 +119,23 @@ def count(name: str, **kw) -> int:
 ])
 def test_parameter_counts_match_papers(name, published):
     assert abs(count(name) - published) / published < 0.02
+
+
+def test_abn_resnet20_parameter_count():
+    """ABN-ResNet-20, 10 classes: 479,080 parameters (no published figure; counted
+    here so that a change of architecture is noticed).
+
+    * 272,474: ResNet-20 itself (option-B shortcuts), split into stem + stages 1-2
+      (the feature extractor), stage 3 (the perception branch) and fc;
+    * 206,606: the attention branch:
+      - 205,696: a copy of stage 3 at stride 1: first block 18,432 + 36,864 conv
+        + 2,048 projection + 3 x 128 BN = 57,728, two more blocks 2 x 73,984;
+      - 128 BN(64) + 640 conv 64->10 + 20 BN(10) + 110 classifier conv 10->10
+        with bias + 10 map conv 10->1 + 2 BN(1).
+    """
+    assert count("resnet20") == 272_474
+    assert count("abn_resnet20") == 272_474 + 205_696 + 128 + 640 + 20 + 110 + 10 + 2
+    assert count("abn_resnet20") == 479_080
 
 
 def test_default_widths():
@@ -137,6 +181,8 @@ def test_unknown_option_lists_allowed():
     ("resnet32", {"width": 1.5}),
     ("resnet32", {"width": True}),
     ("resnet32", {"stem": "imagenet"}),  # not offered for 32 px networks
+    ("abn_resnet20", {"stem": "imagenet"}),
+    ("abn_resnet18", {"width": 0}),
     ("resnet18", {"stem": "huge"}),
     ("wrn28_2", {"dropout": 1.0}),
     ("wrn28_2", {"dropout": -0.1}),
@@ -179,9 +225,15 @@ def test_duplicate_registration_is_refused():
 
 @pytest.mark.parametrize("name", list_models())
 def test_backward_reaches_every_parameter(name):
+    """The training loss of a node: CE of the logits, plus CE of the auxiliary
+    logits where the model has them (ABN's attention branch)."""
     model = small(name)
-    x = torch.randn(2, 3, SIZE, SIZE)
-    nn.functional.cross_entropy(model(x), torch.tensor([0, 4])).backward()
+    x, y = torch.randn(2, 3, SIZE, SIZE), torch.tensor([0, 4])
+    out = model.forward_outputs(x)
+    loss = nn.functional.cross_entropy(out.logits, y)
+    if out.aux_logits is not None:
+        loss = loss + nn.functional.cross_entropy(out.aux_logits, y)
+    loss.backward()
     for pname, p in model.named_parameters():
         assert p.grad is not None and torch.isfinite(p.grad).all(), pname
 
@@ -197,7 +249,7 @@ def test_init():
 
 
 CASES = [("resnet20", {}), ("wrn16_1", {}), ("resnet18", {}), ("resnet18", {"stem": "large"}),
-         ("cnn_small", {}), ("mlp", {})]
+         ("cnn_small", {}), ("mlp", {}), ("abn_resnet20", {}), ("abn_resnet18", {})]
 
 
 @pytest.mark.parametrize("name,kw", CASES)
@@ -206,19 +258,21 @@ def test_channels_last_matches_contiguous(name, kw):
     model = small(name, size=size, **kw).eval()
     x = torch.randn(2, 3, size, size)
     with torch.no_grad():
-        expected = model(x)
+        expected = model.forward_outputs(x)
         model = model.to(memory_format=torch.channels_last)
-        got = model(x.contiguous(memory_format=torch.channels_last))
+        got = model.forward_outputs(x.contiguous(memory_format=torch.channels_last))
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("name,kw", CASES[:3] + CASES[4:])
 def test_traces_as_one_graph(name, kw):
     """fullgraph=True fails on any graph break (data-dependent Python control
-    flow); the eager backend keeps it fast on CPU."""
+    flow); the eager backend keeps it fast on CPU.  ``forward_outputs`` runs
+    every part of ``forward``; it is compiled as a method, because
+    ``torch.compile(model).forward_outputs`` would run the eager one."""
     model = small(name, **kw).eval()
-    compiled = torch.compile(model, fullgraph=True, backend="eager")
     x = torch.randn(2, 3, SIZE, SIZE)
     with torch.no_grad():
-        torch.testing.assert_close(compiled(x), model(x))
-        torch.testing.assert_close(compiled.forward_features(x), model.forward_features(x))
+        for method in (model.forward, model.forward_outputs):
+            compiled = torch.compile(method, fullgraph=True, backend="eager")
+            torch.testing.assert_close(compiled(x), method(x))

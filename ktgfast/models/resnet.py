@@ -16,7 +16,7 @@ from .base import FeatureNet, init_weights, pool_flatten
 from .registry import Option, register_model
 from .stems import STEMS, make_stem
 
-__all__ = ["BasicBlock", "ResNet"]
+__all__ = ["BasicBlock", "ResNet", "cifar_stages", "residual_stage", "resnet18_stages"]
 
 
 class BasicBlock(nn.Module):
@@ -43,6 +43,13 @@ class BasicBlock(nn.Module):
         return self.relu(out + self.shortcut(x))
 
 
+def residual_stage(in_channels: int, out_channels: int, n: int, stride: int) -> list[BasicBlock]:
+    """``n`` blocks of ``out_channels``; only the first one strides (and projects
+    its shortcut when the shape changes)."""
+    return [BasicBlock(in_channels if j == 0 else out_channels, out_channels,
+                       stride if j == 0 else 1) for j in range(n)]
+
+
 class ResNet(FeatureNet):
     """stem -> stages (the first block of every stage but the first has stride
     2) -> global average pool -> linear.  ``forward_features`` returns the last
@@ -54,9 +61,7 @@ class ResNet(FeatureNet):
         self.stem = make_stem(stem, in_channels, widths[0], norm_act=True)
         stages, prev = [], widths[0]
         for i, (width, n) in enumerate(zip(widths, blocks)):
-            stride = 1 if i == 0 else 2
-            stages += [BasicBlock(prev if j == 0 else width, width, stride if j == 0 else 1)
-                       for j in range(n)]
+            stages += residual_stage(prev, width, n, 1 if i == 0 else 2)
             prev = width
         self.blocks = nn.Sequential(*stages)
         self.num_features = prev
@@ -79,12 +84,17 @@ CIFAR_RESNET_OPTIONS = {
 }
 
 
-def cifar_resnet(num_classes: int, in_channels: int = 3, *, depth: int, width: int = 16,
-                 stem: str = "cifar") -> ResNet:
+def cifar_stages(depth: int, width: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(widths, blocks per stage) of the CIFAR ResNet of ``depth`` = 6n+2."""
     if depth < 8 or (depth - 2) % 6:
         raise ValueError(f"CIFAR ResNet depth must be 6n+2 with n >= 1, got {depth}")
     n = (depth - 2) // 6
-    return ResNet((width, 2 * width, 4 * width), (n, n, n), num_classes, in_channels, stem)
+    return (width, 2 * width, 4 * width), (n, n, n)
+
+
+def cifar_resnet(num_classes: int, in_channels: int = 3, *, depth: int, width: int = 16,
+                 stem: str = "cifar") -> ResNet:
+    return ResNet(*cifar_stages(depth, width), num_classes, in_channels, stem)
 
 
 for _depth in (20, 32, 56, 110):
@@ -93,11 +103,18 @@ for _depth in (20, 32, 56, 110):
 
 # ---- ImageNet family ------------------------------------------------------------
 
-@register_model("resnet18", options={
+RESNET18_OPTIONS = {
     "width": Option(64, "channels of the first stage; stages w, 2w, 4w, 8w", minimum=1),
     "stem": Option("imagenet", "input stem, see ktgfast.models.stems", choices=tuple(STEMS)),
-})
+}
+
+
+def resnet18_stages(width: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(widths, blocks per stage) of ResNet-18."""
+    return (width, 2 * width, 4 * width, 8 * width), (2, 2, 2, 2)
+
+
+@register_model("resnet18", options=RESNET18_OPTIONS)
 def resnet18(num_classes: int, in_channels: int = 3, *, width: int = 64,
              stem: str = "imagenet") -> ResNet:
-    return ResNet((width, 2 * width, 4 * width, 8 * width), (2, 2, 2, 2), num_classes,
-                  in_channels, stem)
+    return ResNet(*resnet18_stages(width), num_classes, in_channels, stem)

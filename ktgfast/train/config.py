@@ -18,6 +18,9 @@ AUGMENTS = ("auto", "none", "crop", "crop_flip")
 PAD_MODES = ("reflect", "zero")
 EVAL_SPLITS = ("val", "test")
 LOADERS = ("auto", "tensor", "torch", "dali")  # = ktgfast.data.LOADER_CHOICES
+# = ("none", *ktgfast.data.mixup.POLICIES); the superclass ones read superclass maps
+MIXUPS = ("none", "beta", "superclass_beta", "superclass_select")
+SUPERCLASS_MIXUPS = ("superclass_beta", "superclass_select")
 
 
 @dataclass
@@ -52,6 +55,9 @@ class TrainConfig:
     randaugment_n: int = 2                  # strong view: ops per image
     randaugment_m: float = 9.0              # level on the 0..30 scale (torchvision's default 9)
     randaugment_random_magnitude: bool = False  # level uniform in [0, m] per op (FixMatch style)
+    mixup: str = "none"            # none | beta | superclass_beta | superclass_select (docs/mixup.md)
+    mixup_alpha: float = 1.0       # Beta(α, α) of mixup "beta"
+    superclass_map: str | None = None  # JSON fine -> superclass; default: the dataset's own
     # speed
     device: str = "auto"
     amp: str = "none"
@@ -67,6 +73,12 @@ class TrainConfig:
     checkpoint: bool = True      # write checkpoint.pt every epoch (searches turn it off)
     verbose: bool = True         # print the graph and one line per epoch
     pretrain_cache: str | None = None  # default: $KTGFAST_CACHE or ~/.cache/ktgfast
+    # generations (--method self-distill | ban, SPEC §4; ``epochs`` caps the whole run)
+    generations: int = 3
+    plateau_patience: int = 20       # epochs without a val gain: reset to best, lr *= gamma
+    generation_patience: int = 40    # epochs without a val gain: next generation
+    lr_floor: float = 0.001          # the plateau decay never goes below it
+    max_epochs_per_generation: int | None = None  # safety cap (none: only the patiences)
 
     def validate(self) -> "TrainConfig":
         def bad(name, allowed):
@@ -84,7 +96,7 @@ class TrainConfig:
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 bad(name, "a finite number >= 0")
         choices = {"schedule": SCHEDULES, "amp": AMP_MODES, "augment": AUGMENTS, "pad_mode": PAD_MODES,
-                   "loader": LOADERS}
+                   "loader": LOADERS, "mixup": MIXUPS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 bad(name, ", ".join(allowed))
@@ -113,6 +125,22 @@ class TrainConfig:
             bad("randaugment_n", "an integer >= 0")
         if not isinstance(self.randaugment_m, (int, float)) or not 0 <= self.randaugment_m <= 30:
             bad("randaugment_m", "a level in [0, 30] (torchvision's scale)")
+        if isinstance(self.mixup_alpha, bool) or not isinstance(self.mixup_alpha, (int, float)) \
+                or not math.isfinite(self.mixup_alpha) or self.mixup_alpha <= 0:
+            bad("mixup_alpha", "a finite number > 0")
+        if self.superclass_map is not None and self.mixup not in SUPERCLASS_MIXUPS:
+            raise ValueError(f"config.superclass_map is set but config.mixup = {self.mixup!r} uses no "
+                             f"superclasses; it is read by mixup {' and '.join(SUPERCLASS_MIXUPS)}")
+        for name in ("generations", "plateau_patience", "generation_patience"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                bad(name, "an integer >= 1")
+        v = self.max_epochs_per_generation
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            bad("max_epochs_per_generation", "an integer >= 1 (or none for no cap)")
+        if not isinstance(self.lr_floor, (int, float)) or not math.isfinite(self.lr_floor) \
+                or self.lr_floor < 0:
+            bad("lr_floor", "a finite number >= 0")
         return self
 
     def resolved_milestones(self) -> list[int]:

@@ -9,6 +9,8 @@ import importlib
 TRAIN_METHODS: dict[str, str] = {
     "ktg": "ktgfast.train.trainer:Trainer",
     "ssl": "ktgfast.train.ssl:SemiSupervisedTrainer",
+    "self-distill": "ktgfast.train.self_distill:SelfDistillTrainer",
+    "ban": "ktgfast.train.self_distill:BornAgainTrainer",
 }
 
 

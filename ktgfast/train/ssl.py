@@ -320,6 +320,7 @@ class SemiSupervisedTrainer(Trainer):
         for split in cfg.eval_splits:
             for key, v in self.evaluate(split).items():
                 row[f"{split}_acc:{key}"] = round(v, 4)
+        self._epoch_end(row)
         self.log.add(row)
         self._save_checkpoint()
         self.log.write(row)

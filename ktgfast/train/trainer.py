@@ -26,6 +26,7 @@ from . import checkpoint as ckpt
 from .config import TrainConfig
 from .distributed import DistEnv
 from .metrics import MetricsLog
+from .mixup_loss import MixedTargetEdges
 from .slots import EnsembleNode, Slots
 
 # The model a node with model "auto" gets, by dataset (else by image size).
@@ -93,6 +94,7 @@ class Trainer:
             if getattr(self.data, split, None) is None:
                 raise ValueError(f"config.eval_splits asks for {split!r} but dataset "
                                  f"{self.data.name!r} has no {split} split")
+        self.mixup = self._mixup()
         self.run_dir = Path(cfg.out or f"runs/{self.graph.name or 'graph'}-{self.data.name}-"
                                         f"{time.strftime('%Y%m%d-%H%M%S')}")
         self.is_main = self.dist.rank == 0
@@ -112,6 +114,8 @@ class Trainer:
         self.att_table = (AttentionEdgeTable(self.graph.attention_specs(), len(self.names), self.device)
                           if self.slots.maps else None)
         self.slot_owner = torch.tensor(self.slots.owner, dtype=torch.long, device=self.device)
+        self.mixed_edges = (MixedTargetEdges(self.slots.edge_specs, self.slots.count, self.device)
+                            if self.mixup is not None else None)
 
         self.train_loader = self._make_train_loader()
         self.steps_per_epoch = len(self.train_loader)
@@ -151,6 +155,21 @@ class Trainer:
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
+
+    def _mixup(self):
+        """The batch mixer of ``config.mixup`` (SPEC §5), checked before training."""
+        from ..data.mixup import POLICIES, Mixup, resolve_superclass_map
+
+        cfg = self.config
+        if cfg.mixup == "none":
+            return None
+        if type(self).train_step is not Trainer.train_step or type(self).train_batch is not Trainer.train_batch:
+            raise ValueError(f"config.mixup = {cfg.mixup!r}, but {type(self).__name__} has its own "
+                             "training step, which does not mix batches; use mixup none")
+        smap = (resolve_superclass_map(self.data, cfg.superclass_map, cfg.mixup)
+                if POLICIES[cfg.mixup].uses_superclasses else None)
+        return Mixup(cfg.mixup, alpha=cfg.mixup_alpha, superclass_map=smap, seed=cfg.seed,
+                     rank=self.dist.rank, device=self.device)
 
     def _build_model(self, node) -> nn.Module:
         from ..models import build_model
@@ -253,14 +272,20 @@ class Trainer:
         ref = next(m for m in maps if m is not None)
         return z, torch.stack([m if m is not None else torch.zeros_like(ref) for m in maps])
 
-    def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def train_step(self, x: torch.Tensor, y) -> torch.Tensor:
+        """One step on images ``x`` with labels ``y``: ``(B,)`` int64, or the
+        ``MixedTargets`` of a mixup batch."""
         with self.autocast():
             logits, maps = self.forward_all(x)
         progress = self.step_t / self.progress_div
-        out = gated_edge_loss(logits, y, self.table, progress, self.graph.reduction)
+        if not isinstance(y, torch.Tensor):  # MixedTargets: soft-target label edges (mixup_loss.py)
+            slot_loss = self.mixed_edges(logits, y, progress, self.graph.reduction)
+            y = y.dominant
+        else:
+            slot_loss = gated_edge_loss(logits, y, self.table, progress, self.graph.reduction).node_loss
         # Per node: its slots' losses (attention-branch CE included) + attention edges.
-        node_loss = torch.zeros(len(self.names), dtype=out.node_loss.dtype, device=self.device)
-        node_loss = node_loss.index_add(0, self.slot_owner, out.node_loss)
+        node_loss = torch.zeros(len(self.names), dtype=slot_loss.dtype, device=self.device)
+        node_loss = node_loss.index_add(0, self.slot_owner, slot_loss)
         if maps is not None:
             att = ops.attention_crop_loss(maps, logits[:len(self.names)], y, self.att_table, progress,
                                       self.slots.crop_sizes, self.graph.reduction,
@@ -275,6 +300,11 @@ class Trainer:
         self.step_t += 1
         return node_loss.detach()
 
+    def train_batch(self, x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """One step on a batch whose rows are ``idx`` of the training split;
+        subclasses that keep per-sample state (self_distill.py) override it."""
+        return self.train_step(x, y)
+
     # ------------------------------------------------------------------ epochs
     def fit(self) -> dict:
         cfg = self.config
@@ -285,10 +315,14 @@ class Trainer:
             save_graph(self.graph, self.run_dir / "graph.yaml")
             self._print(summary(self.graph))
         result = self.history[-1] if self.history else {}
-        while self.epoch < self.num_epochs:
+        while not self._finished():
             result = self.train_epoch()
         self.log.close()
         return result
+
+    def _finished(self) -> bool:
+        """Whether ``fit`` stops (subclasses with their own end rule override it)."""
+        return self.epoch >= self.num_epochs
 
     @property
     def num_epochs(self) -> int:
@@ -303,6 +337,8 @@ class Trainer:
         cfg = self.config
         epoch = self.epoch + 1
         self.train_loader.set_epoch(epoch)
+        if self.mixup is not None:
+            self.mixup.set_epoch(epoch)
         for m, learns in zip(self.models, self.learning):
             m.train(learns)
         loss_sum = torch.zeros(len(self.names), dtype=torch.float64, device=self.device)
@@ -310,10 +346,12 @@ class Trainer:
         first_bad = torch.full((), -1.0, dtype=torch.float64, device=self.device)
         bar = self._bar(epoch)
         t0 = time.perf_counter()
-        for i, (x, y, _) in enumerate(self.train_loader):
+        for i, (x, y, idx) in enumerate(self.train_loader):
+            if self.mixup is not None:  # every node sees the same mixed batch
+                x, y = self.mixup(x, y)
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            node_loss = self.train_step(x, y)
+            node_loss = self.train_batch(x, y, idx)
             ok = torch.isfinite(node_loss)
             first_bad = torch.where((first_bad < 0) & ~ok.all(), self.step_t - 1, first_bad)
             finite &= ok
@@ -340,11 +378,16 @@ class Trainer:
         for split in cfg.eval_splits:
             for k, v in self.evaluate(split).items():
                 row[f"{split}_acc:{k}"] = round(v, 4)
+        self._epoch_end(row)
         self.log.add(row)          # in the history before the checkpoint saves it
         self._save_checkpoint()
         self.log.write(row)
         self._print(_console(row))
         return row
+
+    def _epoch_end(self, row: dict) -> None:
+        """Subclasses' end-of-epoch bookkeeping (it may add columns to ``row``),
+        after evaluation and before the checkpoint (see self_distill.py)."""
 
     def _check_finite(self, finite: torch.Tensor, first_bad: torch.Tensor, epoch: int) -> None:
         if bool(finite.all()):

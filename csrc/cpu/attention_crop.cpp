@@ -1,0 +1,148 @@
+// CPU kernels of ktgfast::attention_crop_loss and its backward.
+//
+// Rows (slot, sample) are split across threads with at::parallel_for; each row
+// runs the shared math of common/attention_crop.h with a serial lane.  Per-sample
+// results go to (E, B) buffers that are reduced afterwards in a fixed order, so
+// results are deterministic for any thread count.
+#include <ATen/Dispatch.h>
+#include <ATen/OpMathType.h>
+#include <ATen/Parallel.h>
+#include <torch/library.h>
+
+#include <vector>
+
+#include "../common/attention_crop.h"
+#include "../common/attention_crop_host.h"
+
+namespace ktgfast {
+namespace {
+
+// Phase 1 (slot peaks and gate statistics) and phase 2 (edges) over a chunk
+// of rows.  buf holds [a | b | acc] scratch: two crops of `area` cells and,
+// when the gradient dtype is not the accumulation dtype, one (H*W) row.
+template <typename scalar_t>
+inline void crop_rows_chunk_impl(const CropProblem<scalar_t, at::opmath_type<scalar_t>>& P,
+                                 int phase, int64_t begin, int64_t end, int64_t area,
+                                 at::opmath_type<scalar_t>* buf) {
+  using acc_t = at::opmath_type<scalar_t>;
+  constexpr bool in_place = std::is_same<scalar_t, acc_t>::value;
+  const int64_t HW = P.H * P.W;
+  for (int64_t r = begin; r < end; ++r) {
+    if (phase == 1) {
+      crop_slot_row<acc_t>(SerialCropLanes{}, P, r);
+    } else {
+      acc_t* acc = in_place ? reinterpret_cast<acc_t*>(P.grad + r * HW) : buf + 2 * area;
+      crop_edge_row<acc_t>(SerialCropLanes{}, P, r, CropScratch<acc_t>{acc, buf, buf + area});
+    }
+  }
+}
+
+// One clone per CPU level, picked at load time (ifunc), as for the edge-loss op.
+#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__)
+#define KTG_CPU_CLONES __attribute__((target_clones("arch=x86-64-v3", "default")))
+#else
+#define KTG_CPU_CLONES
+#endif
+
+#define KTG_DEFINE_CROP_ROWS_CHUNK(T)                                                        \
+  KTG_CPU_CLONES void crop_rows_chunk(const CropProblem<T, at::opmath_type<T>>& P, int phase, \
+                                      int64_t begin, int64_t end, int64_t area,              \
+                                      at::opmath_type<T>* buf) {                             \
+    crop_rows_chunk_impl<T>(P, phase, begin, end, area, buf);                                \
+  }
+KTG_DEFINE_CROP_ROWS_CHUNK(float)
+KTG_DEFINE_CROP_ROWS_CHUNK(double)
+KTG_DEFINE_CROP_ROWS_CHUNK(c10::Half)
+KTG_DEFINE_CROP_ROWS_CHUNK(c10::BFloat16)
+#undef KTG_DEFINE_CROP_ROWS_CHUNK
+
+template <typename scalar_t>
+void run_crop_rows(const CropInputs& in, const at::Tensor& progress, at::IntArrayRef crop_sizes,
+                   int64_t reduction, int64_t pull_norm, const at::Tensor* weights,
+                   at::Tensor* row_loss, at::Tensor* row_gate, at::Tensor& grad) {
+  using acc_t = at::opmath_type<scalar_t>;
+  const int64_t M = in.maps.size(0), B = in.maps.size(1), H = in.maps.size(2),
+                W = in.maps.size(3);
+  auto stats = allocate_slot_stats(in.maps);
+  const auto P = make_crop_problem<scalar_t, acc_t>(in, progress, crop_sizes, reduction,
+                                                    pull_norm, weights, row_loss, row_gate,
+                                                    stats, grad);
+  const int64_t area = max_crop_area(crop_sizes, H, W);
+  const int64_t grain = std::max<int64_t>(1, 16384 / (H * W + area * in.edge_index.size(0)));
+  for (int phase : {1, 2}) {
+    at::parallel_for(0, M * B, grain, [&](int64_t begin, int64_t end) {
+      std::vector<acc_t> buf(phase == 1 ? 0 : 2 * area + H * W);
+      crop_rows_chunk(P, phase, begin, end, area, buf.data());
+    });
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> attention_crop_loss_cpu(
+    const at::Tensor& maps_in, const at::Tensor& logits_in, const at::Tensor& labels_in,
+    const at::Tensor& edge_index_in, const at::Tensor& edge_params_in, const at::Tensor& progress,
+    at::IntArrayRef crop_sizes, int64_t reduction, int64_t pull_norm) {
+  check_crop_inputs(maps_in, logits_in, labels_in, edge_index_in, edge_params_in, progress,
+                    crop_sizes, reduction, pull_norm);
+  check_crop_values_cpu(maps_in, logits_in, labels_in, edge_index_in);
+  const auto in = prepare_crop_inputs(maps_in, logits_in, labels_in, edge_index_in,
+                                      edge_params_in);
+  const int64_t B = in.maps.size(1), E = in.edge_index.size(0);
+  auto out = allocate_crop_outputs(in.maps, E);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.maps.scalar_type(),
+                                  "attention_crop_loss_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    run_crop_rows<scalar_t>(in, progress, crop_sizes, reduction, pull_norm, nullptr,
+                            &out.row_loss, &out.row_gate, out.grad);
+    // Reduce the per-sample buffers in a fixed order (deterministic).
+    const acc_t div = reduction == kReduceMean ? static_cast<acc_t>(B) : acc_t(1);
+    const acc_t* rl = out.row_loss.const_data_ptr<acc_t>();
+    const acc_t* rg = out.row_gate.const_data_ptr<acc_t>();
+    const int32_t* ei = in.edge_index.const_data_ptr<int32_t>();
+    const double* ep = in.edge_params.const_data_ptr<double>();
+    acc_t* el = out.edge_loss.mutable_data_ptr<acc_t>();
+    acc_t* nl = out.node_loss.mutable_data_ptr<acc_t>();
+    int64_t* cnt = out.count.mutable_data_ptr<int64_t>();
+    for (int64_t e = 0; e < E; ++e) {
+      acc_t s = 0;
+      int64_t k = 0;
+      for (int64_t n = 0; n < B; ++n) {
+        s += rl[e * B + n];
+        k += rg[e * B + n] > acc_t(0);
+      }
+      el[e] = static_cast<acc_t>(ep[e * kEdgeParamCols + kColCoef]) * s / div;
+      cnt[e] = k;
+      nl[ei[e * kEdgeIndexCols + kColDst]] += el[e];
+    }
+  });
+  return {out.edge_loss, out.node_loss, out.count, out.grad};
+}
+
+at::Tensor attention_crop_loss_backward_cpu(
+    const at::Tensor& grad_edge, const at::Tensor& maps_in, const at::Tensor& logits_in,
+    const at::Tensor& labels_in, const at::Tensor& edge_index_in, const at::Tensor& edge_params_in,
+    const at::Tensor& progress, at::IntArrayRef crop_sizes, int64_t reduction, int64_t pull_norm) {
+  check_crop_inputs(maps_in, logits_in, labels_in, edge_index_in, edge_params_in, progress,
+                    crop_sizes, reduction, pull_norm);
+  check_crop_grad_edge(grad_edge, maps_in, edge_index_in.size(0));
+  check_crop_values_cpu(maps_in, logits_in, labels_in, edge_index_in);
+  const auto in = prepare_crop_inputs(maps_in, logits_in, labels_in, edge_index_in,
+                                      edge_params_in);
+  const auto weights = grad_edge.to(crop_acc_dtype(in.maps.scalar_type())).contiguous();
+  auto grad = at::empty(in.maps.sizes(),
+                        in.maps.options().memory_format(at::MemoryFormat::Contiguous));
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, in.maps.scalar_type(),
+                                  "attention_crop_loss_backward_cpu", [&] {
+    run_crop_rows<scalar_t>(in, progress, crop_sizes, reduction, pull_norm, &weights, nullptr,
+                            nullptr, grad);
+  });
+  return grad;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(ktgfast, CPU, m) {
+  m.impl("attention_crop_loss", &attention_crop_loss_cpu);
+  m.impl("attention_crop_loss_backward", &attention_crop_loss_backward_cpu);
+}
+
+}  // namespace ktgfast
