@@ -61,7 +61,7 @@ HELPER = Path(helpers.__file__).resolve()
 PNG = b"\x89PNG\r\n\x1a\n"
 DONE = (TrialState.COMPLETE, TrialState.PRUNED)
 BUILTIN = {"ens-2nodes", "ens-3nodes", "ktg-4gates-2nodes", "ktg-4gates-3nodes", "ktg-4gates-4nodes",
-           "ktg-sine-3nodes"}
+           "ktg-sine-3nodes", "ssl-diverse-2nodes", "ssl-diverse-3nodes", "ssl-fixmatch-2nodes"}
 
 
 # ------------------------------------------------------------------ fixtures

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from ..edges import LABEL
 from .spec import Graph
+from .ssl import dst_view, src_view
 
 GATE_COLORS = {"through": "black", "cutoff": "gray70", "linear": "blue", "neg_linear": "purple",
                "correct": "red", "sine": "darkgreen", "threshold": "orange"}
@@ -16,13 +17,16 @@ GATE_COLORS = {"through": "black", "cutoff": "gray70", "linear": "blue", "neg_li
 def summary(graph: Graph) -> str:
     lines = [f"graph {graph.name or '(unnamed)'}: {len(graph.nodes)} nodes, "
              f"{len(graph.active_edges())} active edges, target {graph.target_name}, "
-             f"reduction {graph.reduction}, id {graph.digest()}"]
+             f"reduction {graph.reduction}, id {graph.digest()}"
+             + (", semi-supervised (node edges on unlabelled data)" if graph.semi_supervised else "")]
     w = max(len(n.name) for n in graph.nodes)
     lines.append("nodes:")
     for n in graph.nodes:
         state = "frozen" if not graph.learns(n.name) else "learns"
         if n.is_ensemble:
             state = "mean of " + ", ".join(graph.members(n.name))
+        if n.ema_of is not None:
+            state = f"EMA of {n.ema_of}"
         extra = f" weights={n.weights}" if n.weights else ""
         opts = f" {n.options}" if n.options else ""
         lines.append(f"  {n.name:<{w}}  {n.model}{opts}  [{state}]{extra}")
@@ -30,12 +34,22 @@ def summary(graph: Graph) -> str:
     ws = max([len(LABEL)] + [len(e.src) for e in graph.edges]) if graph.edges else 5
     for e in graph.edges:
         lines.append(f"  {e.src:>{ws}} -> {e.dst:<{w}}  {e.loss:<3}  {str(e.gate):<24}  "
-                     f"T={e.T:g}  w={e.weight:g}{'' if e.t2 or e.loss != 'kl' else '  (no T²)'}")
+                     f"T={e.T:g}  w={e.weight:g}{'' if e.t2 or e.loss != 'kl' else '  (no T²)'}"
+                     + _views(graph, e, "  views {}"))
     return "\n".join(lines)
 
 
-def edge_label(e) -> str:
+def _views(graph: Graph, e, fmt: str) -> str:
+    """``src view -> dst view`` of an unlabelled edge, formatted; else ''."""
+    if not graph.semi_supervised or e.src == LABEL:
+        return ""
+    return fmt.format(f"{src_view(e)}->{dst_view(e)}")
+
+
+def edge_label(e, graph: Graph | None = None) -> str:
     text = f"{e.loss} · {e.gate}"
+    if graph is not None:
+        text += _views(graph, e, " · {}")
     if e.T != 1:
         text += f" · T={e.T:g}"
     if e.weight != 1:
@@ -55,10 +69,13 @@ def to_dot(graph: Graph) -> str:
         out.append(f'  "{n.name}" [shape=box, label="{n.name}\\n{n.model}"{style}{pen}];')
     for n in graph.nodes:
         out += [f'  "{m}" -> "{n.name}" [style=dotted, arrowhead=none];' for m in graph.members(n.name)]
+        if n.ema_of is not None:  # the EMA "edge" of the thesis (eq. 5.2)
+            out.append(f'  "{n.ema_of}" -> "{n.name}" [label="EMA", style=dashed, color="teal", '
+                       'fontcolor="teal"];')
     for e in graph.edges:
         color = GATE_COLORS.get(e.gate.kind, "black")
         dash = ", style=dashed" if e.gate.kind == "cutoff" else ""
-        out.append(f'  "{e.src}" -> "{e.dst}" [label="{edge_label(e)}", color="{color}", '
+        out.append(f'  "{e.src}" -> "{e.dst}" [label="{edge_label(e, graph)}", color="{color}", '
                    f'fontcolor="{color}"{dash}];')
     out.append("}")
     return "\n".join(out) + "\n"
@@ -117,8 +134,13 @@ def _render_matplotlib(graph: Graph, path: Path) -> Path:
         # label a bit off the straight line, on the side the arc bends to
         mx, my = x0 * 0.4 + x1 * 0.6, y0 * 0.4 + y1 * 0.6
         nx_, ny_ = (y1 - y0) * 0.12, -(x1 - x0) * 0.12
-        ax.text(mx + nx_, my + ny_, edge_label(e), color=color, fontsize=8, ha="center",
+        ax.text(mx + nx_, my + ny_, edge_label(e, graph), color=color, fontsize=8, ha="center",
                 va="center", bbox=dict(facecolor="white", edgecolor="none", alpha=0.8, pad=1))
+    emas = [(n.ema_of, n.name) for n in graph.nodes if n.ema_of is not None]
+    if emas:
+        g.add_edges_from(emas)
+        nx.draw_networkx_edges(g, pos, edgelist=emas, edge_color="teal", style="dashed", arrows=True,
+                               arrowsize=16, node_size=2600, connectionstyle="arc3,rad=-0.18", ax=ax)
     members = [(m, n.name) for n in graph.nodes for m in graph.members(n.name)]
     if members:
         nx.draw_networkx_edges(g, pos, edgelist=members, edge_color="#c04040", style="dotted",

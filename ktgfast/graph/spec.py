@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from ..edges import ATTENTION_LOSS_KINDS, GATE_KINDS, LABEL, EdgeSpec
+from .ssl import DEFAULT_DST_VIEW, DEFAULT_SRC_VIEW, TPL, TPL_TAU
 
 AUTO_MODEL = "auto"  # the dataset's default model, resolved by the trainer
 # A node with this model has no parameters: its logits are the mean of its
@@ -78,7 +79,7 @@ class Node:
     options: dict = field(default_factory=dict)
     frozen: bool = False
     weights: str | None = None
-    ema_of: str | None = None  # reserved for EMA edges (semi-supervised KTG)
+    ema_of: str | None = None  # an EMA node: the average of this node's weights (see ssl.py)
 
     def __hash__(self) -> int:
         return hash((self.name, self.model, json.dumps(self.options, sort_keys=True), self.frozen,
@@ -91,7 +92,10 @@ class Node:
 
 @dataclass(frozen=True)
 class Edge:
-    """Knowledge from ``src`` (a node name or ``"label"``) into ``dst``."""
+    """Knowledge from ``src`` (a node name or ``"label"``) into ``dst``.
+
+    ``src_view`` / ``dst_view``: the views of the two ends in semi-supervised
+    graphs (``ssl.py``; None = the defaults, weak and strong)."""
 
     src: str
     dst: str
@@ -100,12 +104,20 @@ class Edge:
     T: float = 1.0
     weight: float = 1.0
     t2: bool = True
+    src_view: str | None = None
+    dst_view: str | None = None
 
     def canonical(self) -> "Edge":
         loss = LOSS_DESIGNS.get(self.loss, self.loss)
         loss = "ce" if self.src == LABEL and loss == "kl" else loss
-        return replace(self, loss=loss, gate=self.gate.canonical(), T=float(self.T),
-                       weight=float(self.weight))
+        gate = self.gate.canonical()
+        if loss == TPL and gate.kind in ("through", "threshold"):
+            # one threshold in all: pl under a threshold gate (ssl.lower_edge)
+            tau = max(TPL_TAU, gate.tau) if gate.kind == "threshold" else TPL_TAU
+            loss, gate = "pl", Gate("threshold", tau=tau)
+        return replace(self, loss=loss, gate=gate, T=float(self.T), weight=float(self.weight),
+                       src_view=None if self.src_view == DEFAULT_SRC_VIEW else self.src_view,
+                       dst_view=None if self.dst_view == DEFAULT_DST_VIEW else self.dst_view)
 
     def parts(self) -> tuple[str | None, str | None]:
         """``(probability loss, attention loss)``, either None: ``"kl&pull"`` ->
@@ -130,6 +142,9 @@ class Graph:
     # (3, 7, 11)) and the pull's normalisation (mean: ÷ crop size, or sum).
     crop_sizes: list[int] | None = None
     attention_pull: str = "mean"
+    # Label edges on a labelled batch, every other edge on an unlabelled one
+    # (SPEC §3; see ssl.py).  Self-loops, EMA nodes and views need it.
+    semi_supervised: bool = False
 
     # -- lookups -----------------------------------------------------------
     def node_names(self) -> list[str]:
@@ -153,6 +168,8 @@ class Graph:
         node = self.node(name)
         if node.is_ensemble:
             return any(self.learns(m) for m in self.members(name))
+        if node.ema_of is not None:  # follows its source's weights
+            return node.ema_of != name and self.learns(node.ema_of)
         return not node.frozen and any(e.gate.kind != "cutoff" for e in self.incoming(name))
 
     def members(self, name: str) -> list[str]:
@@ -196,11 +213,11 @@ class Graph:
         order = {n: i for i, n in enumerate([LABEL, *self.node_names()])}
         edges = sorted(
             (e.canonical() for e in self.edges if e.gate.kind != "cutoff"),
-            key=lambda e: (order[e.dst], order[e.src], e.loss),
+            key=lambda e: (order[e.dst], order[e.src], e.loss, e.src_view or "", e.dst_view or ""),
         )
         crops = sorted(set(self.crop_sizes)) if self.crop_sizes else None
         return Graph(list(self.nodes), edges, self.target_name, "", self.reduction, crops,
-                     self.attention_pull)
+                     self.attention_pull, self.semi_supervised)
 
     def key(self) -> str:
         """A canonical JSON string: equal for graphs that compute the same thing."""
@@ -224,7 +241,7 @@ class Graph:
             g = asdict(e.gate)
             default = asdict(Gate(e.gate.kind))
             d["gate"] = e.gate.kind if g == default else {k: v for k, v in g.items() if k == "kind" or v != default[k]}
-            for k in ("T", "weight", "t2"):
+            for k in ("T", "weight", "t2", "src_view", "dst_view"):
                 if getattr(e, k) != getattr(Edge("a", "b"), k):
                     d[k] = getattr(e, k)
             return d
@@ -245,6 +262,8 @@ class Graph:
             out["crop_sizes"] = list(self.crop_sizes)
         if self.attention_pull != "mean":
             out["attention_pull"] = self.attention_pull
+        if self.semi_supervised:
+            out["semi_supervised"] = True
         return out
 
     @classmethod
@@ -285,8 +304,11 @@ class Graph:
         if crops is not None and (not isinstance(crops, list) or not crops or not all(
                 isinstance(k, int) and not isinstance(k, bool) and k >= 1 for k in crops)):
             raise ValueError(f"{where}.crop_sizes: expected a non-empty list of positive ints, got {crops!r}")
+        semi = data.get("semi_supervised", False)
+        if not isinstance(semi, bool):
+            raise ValueError(f"{where}.semi_supervised: expected true or false, got {semi!r}")
         return cls(nodes, edges, data.get("target"), data.get("name", ""), data.get("reduction", "mean"),
-                   crops, data.get("attention_pull", "mean"))
+                   crops, data.get("attention_pull", "mean"), semi)
 
 
 def _number(value: Any, where: str) -> float:

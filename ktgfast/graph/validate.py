@@ -6,6 +6,7 @@ import math
 
 from ..edges import ATTENTION_LOSS_KINDS, GATE_KINDS, LABEL, LABEL_LOSSES, LOSS_KINDS, REDUCTIONS
 from .spec import AUTO_MODEL, ENSEMBLE_MODEL, LOSS_DESIGNS, Graph
+from .ssl import TPL, check_semi_supervised
 
 PULL_NORMS = ("mean", "sum")
 
@@ -26,9 +27,10 @@ def _model_known(name: str, known_models) -> bool:
 
 def _check_loss(graph: Graph, e, w: str) -> None:
     allowed = f"{', '.join(LOSS_KINDS)}, {', '.join(ATTENTION_LOSS_KINDS)}, a probability and an " \
-              f"attention loss joined by '&' (kl&pull), or a design {', '.join(LOSS_DESIGNS)}"
+              f"attention loss joined by '&' (kl&pull), or a design {', '.join(LOSS_DESIGNS)}" \
+              + (f", or {TPL} (thresholded pseudo-label)" if graph.semi_supervised else "")
     parts = LOSS_DESIGNS.get(e.loss, e.loss).split("&") if isinstance(e.loss, str) else [None]
-    prob = [p for p in parts if p in LOSS_KINDS]
+    prob = [p for p in parts if p in LOSS_KINDS or (p == TPL and graph.semi_supervised)]
     att = [p for p in parts if p in ATTENTION_LOSS_KINDS]
     if len(prob) + len(att) != len(parts) or len(prob) > 1 or len(att) > 1:
         raise GraphError(f"{w}.loss: unknown loss {e.loss!r}; allowed: {allowed}")
@@ -88,8 +90,6 @@ def validate(graph: Graph, known_models=None) -> Graph:
             )
         if not isinstance(n.options, dict):
             raise GraphError(f"{w}.options: expected a mapping, got {n.options!r}")
-        if n.ema_of is not None:
-            raise GraphError(f"{w}.ema_of: EMA nodes are not supported yet")
     if graph.attention_pull not in PULL_NORMS:
         raise GraphError(f"graph.attention_pull: {graph.attention_pull!r}; allowed: {', '.join(PULL_NORMS)}")
     if graph.crop_sizes is not None and (not graph.crop_sizes or not all(
@@ -104,8 +104,9 @@ def validate(graph: Graph, known_models=None) -> Graph:
             raise GraphError(f"{w}.src: {e.src!r} is not a node; allowed: {', '.join(sources)}")
         if e.dst not in names:
             raise GraphError(f"{w}.dst: {e.dst!r} is not a node; allowed: {', '.join(names)}")
-        if e.src == e.dst:
-            raise GraphError(f"{w}: self-loop {e.src!r} -> {e.dst!r}; supervised graphs have none")
+        if e.src == e.dst and not graph.semi_supervised:
+            raise GraphError(f"{w}: self-loop {e.src!r} -> {e.dst!r}; only semi-supervised graphs "
+                             "have self-loops (a node on two views); set semi_supervised: true")
         _check_loss(graph, e, w)
         if e.gate.kind not in GATE_KINDS:
             raise GraphError(f"{w}.gate: unknown gate {e.gate.kind!r}; allowed: {', '.join(GATE_KINDS)}")
@@ -122,6 +123,7 @@ def validate(graph: Graph, known_models=None) -> Graph:
             raise GraphError(
                 f"{w}: edge into frozen node {e.dst!r} would never train it; remove it or use gate cutoff"
             )
+    check_semi_supervised(graph)
     target = graph.target_name
     if target not in names:
         raise GraphError(f"graph.target: {target!r} is not a node; allowed: {', '.join(names)}")

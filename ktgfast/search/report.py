@@ -25,7 +25,7 @@ def score(t: optuna.trial.FrozenTrial) -> float | None:
 
 def _models(t) -> str:
     g = t.user_attrs.get("graph")
-    return ",".join(n["model"] for n in g["nodes"]) if g else ""
+    return ",".join(f"ema({n['ema_of']})" if n.get("ema_of") else n["model"] for n in g["nodes"]) if g else ""
 
 
 def _gates(t) -> str:
@@ -35,7 +35,13 @@ def _gates(t) -> str:
 
     def gate(e):
         x = e.get("gate", "through")
-        return x if isinstance(x, str) else f"sine({x.get('f', 0):.2f},{x.get('phi', 0):.2f})"
+        if isinstance(x, dict) and x.get("kind") == "threshold":
+            x = f"threshold({x.get('tau', 0.95):.2f})"
+        elif not isinstance(x, str):
+            x = f"sine({x.get('f', 0):.2f},{x.get('phi', 0):.2f})"
+        if g.get("semi_supervised") and e["src"] != "label":  # losses are searched there
+            x += f"/{e.get('loss', 'kl')}"
+        return x
 
     return " ".join(f"{e['src']}>{e['dst']}:{gate(e)}" for e in g["edges"])
 

@@ -11,6 +11,10 @@ Ensemble spaces (SPEC §2, ``ensemble: true``): every model node has the one
 fixed model (``target_model``), an ensemble node averages them and is the
 target, and every model-to-model edge also searches its loss design
 (``loss_designs``: Prob(±), Att(±), Prob&Att(±)).
+
+Semi-supervised spaces (SPEC §3, ``semi_supervised: true``): self-loops, edge
+losses, EMA nodes and views; see ``ssl_space.py``.  ``score: best`` scores a
+trial by its best model node instead of the target.
 """
 from __future__ import annotations
 
@@ -24,11 +28,12 @@ import yaml
 
 from ..edges import GATE_KINDS, LABEL
 from ..graph import ENSEMBLE_MODEL, LOSS_DESIGNS, Edge, Gate, Graph, Node
+from .ssl_space import check_score, parse_ssl_keys, sample_ssl, ssl_size
 
 SINE = "sine"
 PHI_MAX = 0.75 * 2 * math.pi
 SPACE_KEYS = ("name", "nodes", "target_model", "aux_models", "gates", "edge_loss", "temperature",
-              "ensemble", "loss_designs")
+              "ensemble", "loss_designs", "semi_supervised", "edge_losses", "ema", "views", "score")
 ENSEMBLE_NODE = "ensemble"
 
 
@@ -64,6 +69,11 @@ class SearchSpace:
     temperature: float = 1.0
     ensemble: bool = False
     loss_designs: list[str] | None = None
+    semi_supervised: bool = False
+    edge_losses: list[str] | None = None  # semi-supervised spaces (ssl_space.py)
+    ema: bool = False
+    views: dict | None = None
+    score: str = "target"                 # target | best (the best model node)
 
     @classmethod
     def from_dict(cls, data: dict, where: str = "space") -> "SearchSpace":
@@ -75,8 +85,19 @@ class SearchSpace:
         nodes = data.get("nodes")
         if isinstance(nodes, bool) or not isinstance(nodes, int) or nodes < 1:
             raise ValueError(f"{where}.nodes: {nodes!r}; expected an integer >= 1")
-        gates = data.get("gates", ["through", "cutoff", "linear", "correct"])
-        if gates != SINE:
+        semi = data.get("semi_supervised", False)
+        if not isinstance(semi, bool):
+            raise ValueError(f"{where}.semi_supervised: expected true or false, got {semi!r}")
+        ssl = {}
+        if semi:
+            ssl = parse_ssl_keys(data, where)
+        else:
+            for k in ("edge_losses", "ema", "views"):
+                if k in data:
+                    raise ValueError(f"{where}.{k}: only semi-supervised spaces have it; "
+                                     "set semi_supervised: true")
+        gates = ssl.get("gates") or data.get("gates", ["through", "cutoff", "linear", "correct"])
+        if gates != SINE and not semi:
             if not isinstance(gates, list) or not gates:
                 raise ValueError(f"{where}.gates: expected a list of gate names or 'sine'")
             for g in gates:
@@ -93,6 +114,8 @@ class SearchSpace:
         ensemble = data.get("ensemble", False)
         if not isinstance(ensemble, bool):
             raise ValueError(f"{where}.ensemble: expected true or false, got {ensemble!r}")
+        if ensemble and semi:
+            raise ValueError(f"{where}: a space is either ensemble or semi_supervised, not both")
         designs = data.get("loss_designs")
         if designs is not None:
             if not isinstance(designs, list) or not designs or any(d not in LOSS_DESIGNS for d in designs):
@@ -104,6 +127,8 @@ class SearchSpace:
             name=str(data.get("name", "space")), nodes=nodes,
             target_model=target, aux_models=aux, gates=gates, edge_loss=edge_loss,
             temperature=float(data.get("temperature", 1.0)), ensemble=ensemble, loss_designs=designs,
+            semi_supervised=semi, edge_losses=ssl.get("edge_losses"), ema=ssl.get("ema", False),
+            views=ssl.get("views"), score=check_score(data.get("score", "target"), where),
         )
 
     # ------------------------------------------------------------------ models
@@ -115,7 +140,7 @@ class SearchSpace:
 
     def node_names(self) -> list[str]:
         """The model nodes (an ensemble space numbers them from 1, as the thesis)."""
-        first = 1 if self.ensemble else 0
+        first = 1 if self.ensemble or self.semi_supervised else 0
         return [f"node{i}" for i in range(first, first + self.nodes)]
 
     def edge_pairs(self) -> list[tuple[str, str]]:
@@ -126,6 +151,8 @@ class SearchSpace:
         """Number of distinct graphs (inf for Sine gates): M^(N-1) · G^(N²), and
         for ensembles G^N (label edges) · (1 + (G-1)·D)^(N(N-1)) (cutoff edges
         carry no loss design)."""
+        if self.semi_supervised:
+            return ssl_size(self, dataset)
         if self.gates == SINE:
             return math.inf
         g = len(self.gates)
@@ -138,7 +165,9 @@ class SearchSpace:
     # ---------------------------------------------------------------- sampling
     def sample(self, trial, dataset: str) -> Graph:
         """A graph from an Optuna trial (parameters named model_i, gate_src_dst,
-        f_src_dst, phi_src_dst)."""
+        f_src_dst, phi_src_dst; semi-supervised spaces also loss_src_dst)."""
+        if self.semi_supervised:
+            return sample_ssl(self, trial, dataset)
         names = self.node_names()
         if self.ensemble:
             nodes = [Node(n, self.target_for(dataset)) for n in names] + [Node(ENSEMBLE_NODE, ENSEMBLE_MODEL)]
@@ -161,6 +190,14 @@ class SearchSpace:
             edges.append(Edge(s, t, loss, gate, T=self.temperature if s != LABEL else 1.0))
         target = ENSEMBLE_NODE if self.ensemble else names[0]
         return Graph(nodes, edges, target, name=f"{self.name}")
+
+
+    def score_of(self, row: dict, graph: Graph) -> float:
+        """A trial's score from a metrics row: the target's validation accuracy,
+        or (``score: best``) the best model node's."""
+        if self.score == "best":
+            return max(row[f"val_acc:{n.name}"] for n in graph.nodes if not n.is_ensemble)
+        return row[f"val_acc:{graph.target_name}"]
 
 
 def builtin_spaces() -> dict[str, Path]:

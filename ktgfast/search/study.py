@@ -1,8 +1,10 @@
 """Graph-structure search: random (or TPE) sampling + ASHA on Optuna.
 
 ASHA is ``SuccessiveHalvingPruner(min_resource=1, reduction_factor=2)``: every
-epoch reports the target node's validation accuracy, and at epochs 1, 2, 4, …
-a trial outside the top half of all earlier evaluations at that rung stops.
+epoch reports the target node's validation accuracy (the best model node's
+with ``score: best``; for semi-supervised graphs an epoch is an evaluation
+period), and at epochs 1, 2, 4, … a trial outside the top half of all earlier
+evaluations at that rung stops.
 A trial's score is its accuracy at its last epoch (completed or stopped).
 
 Honest protocol: trials see a view of the dataset without its test split (the
@@ -206,12 +208,11 @@ class Objective:
             "seed": s.seed + trial.number, "checkpoint": False, "tensorboard": False,
             "verbose": False, "progress_bar": False,
             "out": str(s.study_dir() / "trials" / f"{trial.number:05d}")})
-        trainer = Trainer(graph, self.dataset, cfg)
-        target = graph.target_name
+        trainer = Trainer(graph, self.dataset, cfg)  # semi-supervised graphs: the ssl trainer
         acc = 0.0
         for epoch in range(1, s.epochs + 1):
             row = trainer.train_epoch()
-            acc = row[f"val_acc:{target}"]
+            acc = self.space.score_of(row, graph)
             trial.report(acc, epoch)
             # The last epoch is the trial's result, not a rung to stop at.
             if epoch < s.epochs and trial.should_prune():

@@ -45,6 +45,16 @@ class TrainConfig:
     eval_splits: list[str] = field(default_factory=lambda: ["val", "test"])
     eval_batch_size: int = 1000
     loader: str = "auto"           # auto | tensor | torch | dali (auto: by dataset kind and device)
+    # semi-supervised graphs (SPEC §3; read by the ssl method, docs/semi_supervised.md)
+    labels_per_class: int | None = None     # labelled images per class; None: all (unlabelled = train)
+    label_seed: int | None = None           # seed of the labelled/unlabelled split; None: seed
+    unlabeled_batch_size: int | None = None  # None: 7 x batch_size (FixMatch's mu = 7)
+    iterations: int | None = None           # total steps; None: epochs x eval_every
+    eval_every: int | None = None           # steps per evaluation; None: one pass over the unlabelled set
+    ema_decay: float = 0.999                # alpha of EMA nodes (eq. 5.2)
+    randaugment_n: int = 2                  # strong view: ops per image
+    randaugment_m: float = 9.0              # level on the 0..30 scale (torchvision's default 9)
+    randaugment_random_magnitude: bool = False  # level uniform in [0, m] per op (FixMatch style)
     mixup: str = "none"            # none | beta | superclass_beta | superclass_select (docs/mixup.md)
     mixup_alpha: float = 1.0       # Beta(α, α) of mixup "beta"
     superclass_map: str | None = None  # JSON fine -> superclass; default: the dataset's own
@@ -101,6 +111,20 @@ class TrainConfig:
             bad("threads", "an integer >= 1")
         if self.val_size is not None and self.val_size <= 0:
             bad("val_size", "a count >= 1 or a fraction in (0, 1)")
+        for name in ("labels_per_class", "unlabeled_batch_size", "iterations", "eval_every"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                bad(name, "an integer >= 1 (or none)")
+        if self.label_seed is not None and (isinstance(self.label_seed, bool)
+                                            or not isinstance(self.label_seed, int) or self.label_seed < 0):
+            bad("label_seed", "an integer >= 0 (or none for seed)")
+        if not isinstance(self.ema_decay, (int, float)) or not 0 <= self.ema_decay < 1:
+            bad("ema_decay", "a number in [0, 1) (0.999 in the thesis)")
+        if isinstance(self.randaugment_n, bool) or not isinstance(self.randaugment_n, int) \
+                or self.randaugment_n < 0:
+            bad("randaugment_n", "an integer >= 0")
+        if not isinstance(self.randaugment_m, (int, float)) or not 0 <= self.randaugment_m <= 30:
+            bad("randaugment_m", "a level in [0, 30] (torchvision's scale)")
         if isinstance(self.mixup_alpha, bool) or not isinstance(self.mixup_alpha, (int, float)) \
                 or not math.isfinite(self.mixup_alpha) or self.mixup_alpha <= 0:
             bad("mixup_alpha", "a finite number > 0")

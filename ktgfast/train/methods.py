@@ -8,6 +8,7 @@ import importlib
 # name -> "module:class"
 TRAIN_METHODS: dict[str, str] = {
     "ktg": "ktgfast.train.trainer:Trainer",
+    "ssl": "ktgfast.train.ssl:SemiSupervisedTrainer",
     "self-distill": "ktgfast.train.self_distill:SelfDistillTrainer",
     "ban": "ktgfast.train.self_distill:BornAgainTrainer",
 }

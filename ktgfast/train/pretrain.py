@@ -64,9 +64,10 @@ def ensure_pretrained(trainer, node) -> str:
                    f"labels ({trainer.config.epochs} epochs, same recipe); cache {path}")
     graph = get_preset("vanilla", model=node.model)
     graph.nodes[0] = replace(graph.nodes[0], options=dict(node.options))
-    # The teacher is judged on validation data only (never on test).
+    # The teacher is judged on validation data only (never on test).  In a
+    # semi-supervised run trainer.data.train is the labelled set already.
     cfg = replace(trainer.config, out=str(path.with_suffix("")) + "-run", tensorboard=False,
-                  seed=PRETRAIN_SEED, checkpoint=False,
+                  seed=PRETRAIN_SEED, checkpoint=False, labels_per_class=None,
                   eval_splits=["val"] if trainer.data.val is not None else [])
     teacher = Trainer(graph, trainer.data, cfg)
     teacher.fit()

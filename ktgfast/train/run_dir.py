@@ -65,6 +65,7 @@ def load_run(path: str | Path, device: str | torch.device = "cpu", data=None,
     models = {}
     for name in wanted:
         node = graph.node(name)
+        node = graph.node(node.ema_of) if node.ema_of else node  # an EMA node has its source's model
         arch = default_model(data) if node.model == AUTO_MODEL else node.model
         model = build_model(arch, data.num_classes, in_channels=data.channels, **node.options)
         model.load_state_dict(state["models"][names.index(name)])

@@ -62,7 +62,18 @@ class Trainer:
     """Train a graph on a dataset.
 
     >>> Trainer("dml", "mnist5k", TrainConfig(epochs=3)).fit()   # doctest: +SKIP
+
+    A semi-supervised graph (or ``config.labels_per_class``) makes ``Trainer(...)``
+    a :class:`~ktgfast.train.ssl.SemiSupervisedTrainer`.
     """
+
+    def __new__(cls, graph=None, data=None, config=None, **kwargs):
+        if cls is Trainer:
+            from .ssl import SemiSupervisedTrainer, wants_semi_supervised
+
+            if wants_semi_supervised(graph, config, kwargs.get("graph_params")):
+                cls = SemiSupervisedTrainer
+        return super().__new__(cls)
 
     def __init__(self, graph: Graph | str, data, config: TrainConfig | None = None, *,
                  resume: bool = False, graph_params: dict | None = None):
@@ -90,11 +101,11 @@ class Trainer:
         self._seed(cfg.seed + self.dist.rank)
 
         self.names = self.graph.node_names()
-        self.learning = [self.graph.learns(n) and not n_.is_ensemble
+        self.learning = [self.graph.learns(n) and not n_.is_ensemble and n_.ema_of is None
                          for n, n_ in zip(self.names, self.graph.nodes)]
         self.models = nn.ModuleList(self._build_model(n) for n in self.graph.nodes)
         self._load_frozen_weights()
-        self.slots = Slots(self.graph, self.models, self.learning)
+        self.slots = self._make_slots()
         self.forwards = [self._forward_fn(m, i) for i, m in enumerate(self.models)]
         self.optimizers = [self._optimizer(m) for m, learns in zip(self.models, self.learning) if learns]
         self.schedulers = [self._scheduler(o) for o in self.optimizers]
@@ -106,15 +117,7 @@ class Trainer:
         self.mixed_edges = (MixedTargetEdges(self.slots.edge_specs, self.slots.count, self.device)
                             if self.mixup is not None else None)
 
-        from ..data import Augment
-        from ..data.loaders import make_loader, resolve_loader
-
-        self.loader_name, reason = resolve_loader(cfg.loader, self.data, self.device)
-        self._print(reason)
-        self.train_loader = make_loader(
-            self.loader_name, self.data.train, cfg.batch_size, device=self.device, dataset=self.data,
-            shuffle=True, drop_last=True, augment=self._augment(Augment), mean=self.data.mean,
-            std=self.data.std, seed=cfg.seed, rank=self.dist.rank, world_size=self.dist.world_size)
+        self.train_loader = self._make_train_loader()
         self.steps_per_epoch = len(self.train_loader)
         if self.steps_per_epoch == 0:
             raise ValueError(f"batch_size {cfg.batch_size} is larger than the training split "
@@ -129,6 +132,21 @@ class Trainer:
             self._resume()
 
     # ------------------------------------------------------------------ setup
+    def _make_slots(self) -> Slots:
+        return Slots(self.graph, self.models, self.learning)
+
+    def _make_train_loader(self):
+        from ..data import Augment
+        from ..data.loaders import make_loader, resolve_loader
+
+        cfg = self.config
+        self.loader_name, reason = resolve_loader(cfg.loader, self.data, self.device)
+        self._print(reason)
+        return make_loader(
+            self.loader_name, self.data.train, cfg.batch_size, device=self.device, dataset=self.data,
+            shuffle=True, drop_last=True, augment=self._augment(Augment), mean=self.data.mean,
+            std=self.data.std, seed=cfg.seed, rank=self.dist.rank, world_size=self.dist.world_size)
+
     def _seed(self, seed: int) -> None:
         import random
 
@@ -169,7 +187,7 @@ class Trainer:
         from .pretrain import ensure_pretrained
 
         for i, node in enumerate(self.graph.nodes):
-            if self.learning[i] or node.is_ensemble:
+            if self.learning[i] or node.is_ensemble or node.ema_of is not None:
                 continue
             if node.weights:
                 path = node.weights
@@ -304,7 +322,12 @@ class Trainer:
 
     def _finished(self) -> bool:
         """Whether ``fit`` stops (subclasses with their own end rule override it)."""
-        return self.epoch >= self.config.epochs
+        return self.epoch >= self.num_epochs
+
+    @property
+    def num_epochs(self) -> int:
+        """Epochs ``fit`` runs (a subclass may count other periods)."""
+        return self.config.epochs
 
     @property
     def history(self) -> list[dict]:
@@ -468,7 +491,7 @@ class Trainer:
             return None
         from tqdm import tqdm
 
-        return tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch}/{self.config.epochs}",
+        return tqdm(total=self.steps_per_epoch, desc=f"epoch {epoch}/{self.num_epochs}",
                     leave=False, dynamic_ncols=True)
 
     def _print(self, text: str) -> None:
