@@ -12,3 +12,31 @@ def _seed():
     """Every test starts from the same random state (the suite is deterministic)."""
     torch.manual_seed(1234)
     yield
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module (``pytestmark = usefixtures("one_thread")``):
+    the tiny models gain nothing from two, and on a shared CPU a second spinning
+    OpenMP thread makes steps up to 100x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture
+def no_user_cache(tmp_path, monkeypatch):
+    """Never touch ~/.cache/ktgfast, even from a test that forgets pretrain_cache."""
+    monkeypatch.setenv("KTGFAST_CACHE", str(tmp_path / "env-cache"))
+
+
+@pytest.fixture(scope="module")
+def data():
+    """Tiny synthetic data: 192 train / 64 val / 64 test grey 8x8 images, 4
+    classes (48 per class in train); noisy enough that one epoch does not
+    already give 100 % everywhere."""
+    from ktgfast.data import get_dataset
+
+    return get_dataset("synthetic", val_size=64, n_train=256, n_test=64, num_classes=4, channels=1,
+                       image_size=8, noise=150.0)

@@ -13,7 +13,6 @@ from ktgfast import reference
 from ktgfast.analysis import attention_abs_error, delta_accuracy, mutual_kl, normalise_map
 from ktgfast.analysis.report import analyze_run
 from ktgfast.cli import main as cli
-from ktgfast.data import get_dataset
 from ktgfast.graph import get_preset
 from ktgfast.models import build_model
 from ktgfast.ops import pcgrad_order
@@ -21,21 +20,9 @@ from ktgfast.train import TrainConfig, Trainer
 from ktgfast.train.distill import DistillSettings, Distiller, read_conflicts_csv, soft_kl
 from ktgfast.train.run_dir import load_run
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 CLASSES = 4
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def data():
-    return get_dataset("synthetic", val_size=64, n_train=256, n_test=64, num_classes=CLASSES,
-                       channels=1, image_size=8, noise=150.0)
 
 
 def config(out, **kw) -> TrainConfig:

@@ -26,21 +26,9 @@ from ktgfast.models import build_model
 from ktgfast.search.space import SearchSpace
 from ktgfast.train import TrainConfig, Trainer
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 CLASSES = 4
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def data():
-    return get_dataset("synthetic", val_size=64, n_train=256, n_test=64, num_classes=CLASSES,
-                       channels=1, image_size=8, noise=150.0)
 
 
 def config(tmp_path, **kw) -> TrainConfig:

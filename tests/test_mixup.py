@@ -27,28 +27,10 @@ from ktgfast.train import checkpoint as ckpt
 from ktgfast.train.config import MIXUPS, SUPERCLASS_MIXUPS
 from ktgfast.train.mixup_loss import MixedTargetEdges
 
+pytestmark = pytest.mark.usefixtures("one_thread", "no_user_cache")
+
 MLP8 = {"image_size": 8, "hidden": 16}
 TINY_MAP = {"0": 0, "1": 0, "2": 1, "3": 1}  # 4 synthetic classes in 2 superclasses
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True)
-def _no_user_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("KTGFAST_CACHE", str(tmp_path / "env-cache"))
-
-
-@pytest.fixture(scope="module")
-def data():
-    """192 train / 64 val / 64 test 8x8 grey images, 4 classes, no superclasses."""
-    return get_dataset("synthetic", val_size=64, n_train=256, n_test=64, num_classes=4, channels=1,
-                       image_size=8, noise=150.0)
 
 
 @pytest.fixture

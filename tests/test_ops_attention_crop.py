@@ -5,11 +5,10 @@ border rule."""
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from typing import Callable
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 import ktgfast.ops as ops
 import ktgfast.reference as ref

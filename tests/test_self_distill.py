@@ -25,22 +25,9 @@ from ktgfast.train.methods import trainer_class
 from ktgfast.train.plateau import PlateauRule
 from ktgfast.train.self_distill import BornAgainTrainer, SelfDistillTrainer
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 CLASSES = 4
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(scope="module")
-def data():
-    """192 train / 64 val / 64 test."""
-    return get_dataset("synthetic", val_size=64, n_train=256, n_test=64, num_classes=CLASSES,
-                       channels=1, image_size=8, noise=150.0)
 
 
 def graph(model: str = "cnn_small") -> Graph:

@@ -30,28 +30,10 @@ from ktgfast.train import ssl as ssl_mod
 from ktgfast.train.run_dir import load_run
 from ktgfast.train.ssl import SemiSupervisedTrainer, SSLSlots
 
+pytestmark = pytest.mark.usefixtures("one_thread", "no_user_cache")
+
 SSL_PRESETS = ["ssl-supervised", "pi-model", "mean-teacher", "pseudo-label", "fixmatch"]
 CNN = {"pool": 2}
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.fixture(autouse=True)
-def _no_user_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("KTGFAST_CACHE", str(tmp_path / "env-cache"))
-
-
-@pytest.fixture(scope="module")
-def data():
-    """192 train / 64 val / 64 test grey 8x8 images, 4 classes (48 per class in train)."""
-    return get_dataset("synthetic", val_size=64, n_train=256, n_test=64, num_classes=4, channels=1,
-                       image_size=8, noise=150.0)
 
 
 def config(tmp_path, name="run", **kw) -> TrainConfig:
