@@ -39,7 +39,8 @@ def _gates(t) -> str:
             x = f"threshold({x.get('tau', 0.95):.2f})"
         elif not isinstance(x, str):
             x = f"sine({x.get('f', 0):.2f},{x.get('phi', 0):.2f})"
-        if g.get("semi_supervised") and e["src"] != "label":  # losses are searched there
+        searched = g.get("semi_supervised") or any(n.get("model") == "ensemble" for n in g["nodes"])
+        if searched and e["src"] != "label" and x != "cutoff":  # losses are searched there
             x += f"/{e.get('loss', 'kl')}"
         return x
 
