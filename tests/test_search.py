@@ -789,6 +789,19 @@ def test_builtin_space_runs_on_synthetic(tmp_path):
     assert r.trials == 2
 
 
+def test_ensemble_space_scores_the_ensemble(tmp_path):
+    """ens-2nodes: the score of a trial is its ensemble node's val accuracy."""
+    r = search("ens-2nodes", "synthetic", trials=3, epochs=1, val_size=0.25, seed=1,
+               out=str(tmp_path / "out"), config=dict(TINY_CONFIG))
+    study = optuna.load_study(study_name="ens-2nodes-synthetic", storage=open_storage(
+        f"journal:{tmp_path / 'out' / 'ens-2nodes-synthetic' / 'journal.log'}", workers=1))
+    done = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    assert r.trials == 3 and done
+    for t in done:
+        assert t.user_attrs["graph"]["target"] == "ensemble"
+        assert t.value == t.intermediate_values[max(t.intermediate_values)]
+
+
 # -------------------------------------------------------------------- storage
 def test_storage_urls_and_errors(tmp_path):
     with pytest.raises(ValueError) as exc:

@@ -17,13 +17,13 @@
 
 #include "../common/attention_crop.h"
 #include "../common/attention_crop_host.h"
+#include "edge_reduce.cuh"
 
 namespace ktgfast {
 namespace {
 
 constexpr int kWarp = 32;
 constexpr int kWarpsPerBlock = 4;
-constexpr int kReduceThreads = 256;
 
 // The 32 lanes of a warp; reductions by butterfly shuffles (every lane ends
 // with the result).
@@ -101,49 +101,6 @@ __global__ void crop_edge_kernel(const CropProblem<scalar_t, acc_t> P, acc_t* wo
   crop_edge_row<acc_t>(CropWarpLanes{static_cast<int>(threadIdx.x % kWarp)}, P, r, scratch);
 }
 
-template <typename acc_t>
-__global__ void crop_reduce_kernel(const acc_t* __restrict__ row_loss,
-                                   const acc_t* __restrict__ row_gate,
-                                   const int32_t* __restrict__ edge_index,
-                                   const double* __restrict__ edge_params, int64_t E, int64_t B,
-                                   int64_t M, acc_t div, acc_t* edge_loss, acc_t* node_loss,
-                                   int64_t* count) {
-  __shared__ acc_t s_sum[kReduceThreads];
-  __shared__ int64_t s_cnt[kReduceThreads];
-  const int tid = threadIdx.x;
-  for (int64_t e = 0; e < E; ++e) {
-    acc_t s = 0;
-    int64_t k = 0;
-    for (int64_t n = tid; n < B; n += kReduceThreads) {
-      s += row_loss[e * B + n];
-      k += row_gate[e * B + n] > acc_t(0);
-    }
-    s_sum[tid] = s;
-    s_cnt[tid] = k;
-    __syncthreads();
-    for (int w = kReduceThreads / 2; w > 0; w >>= 1) {
-      if (tid < w) {
-        s_sum[tid] += s_sum[tid + w];
-        s_cnt[tid] += s_cnt[tid + w];
-      }
-      __syncthreads();
-    }
-    if (tid == 0) {
-      edge_loss[e] = static_cast<acc_t>(edge_params[e * kEdgeParamCols + kColCoef]) * s_sum[0] / div;
-      count[e] = s_cnt[0];
-    }
-    __syncthreads();
-  }
-  // Per-destination sums in edge order (deterministic).
-  for (int64_t m = tid; m < M; m += kReduceThreads) {
-    acc_t s = 0;
-    for (int64_t e = 0; e < E; ++e) {
-      if (edge_index[e * kEdgeIndexCols + kColDst] == m) s += edge_loss[e];
-    }
-    node_loss[m] = s;
-  }
-}
-
 template <typename scalar_t>
 void launch_crop_rows(const CropInputs& in, const at::Tensor& progress, at::IntArrayRef crop_sizes,
                       int64_t reduction, int64_t pull_norm, const at::Tensor* weights,
@@ -187,7 +144,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> attention_crop_loss_c
     launch_crop_rows<scalar_t>(in, progress, crop_sizes, reduction, pull_norm, nullptr,
                                &out.row_loss, &out.row_gate, out.grad);
     const acc_t div = reduction == kReduceMean ? static_cast<acc_t>(B) : acc_t(1);
-    crop_reduce_kernel<acc_t><<<1, kReduceThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+    edge_reduce_kernel<acc_t><<<1, kReduceThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
         out.row_loss.const_data_ptr<acc_t>(), out.row_gate.const_data_ptr<acc_t>(),
         in.edge_index.const_data_ptr<int32_t>(), in.edge_params.const_data_ptr<double>(), E, B, M,
         div, out.edge_loss.mutable_data_ptr<acc_t>(), out.node_loss.mutable_data_ptr<acc_t>(),

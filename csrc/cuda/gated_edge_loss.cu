@@ -16,13 +16,13 @@
 
 #include "../common/gated_edge_loss.h"
 #include "../common/gated_edge_loss_host.h"
+#include "edge_reduce.cuh"
 
 namespace ktgfast {
 namespace {
 
 constexpr int kWarp = 32;
 constexpr int kWarpsPerBlock = 4;
-constexpr int kReduceThreads = 256;
 
 // The 32 lanes of a warp; reductions by butterfly shuffles (every lane ends with
 // the result).
@@ -84,49 +84,6 @@ __global__ void edge_rows_kernel(const EdgeLossProblem<scalar_t, acc_t> P, acc_t
       in_place ? reinterpret_cast<acc_t*>(P.grad + r * C) : workspace + (2 * rows + r) * C,
       workspace + r * C, workspace + (rows + r) * C};
   edge_loss_row<acc_t>(WarpLanes{static_cast<int>(threadIdx.x % kWarp)}, P, r, scratch);
-}
-
-template <typename acc_t>
-__global__ void edge_reduce_kernel(const acc_t* __restrict__ row_loss,
-                                   const acc_t* __restrict__ row_gate,
-                                   const int32_t* __restrict__ edge_index,
-                                   const double* __restrict__ edge_params, int64_t E, int64_t B,
-                                   int64_t M, acc_t div, acc_t* edge_loss, acc_t* node_loss,
-                                   int64_t* count) {
-  __shared__ acc_t s_sum[kReduceThreads];
-  __shared__ int64_t s_cnt[kReduceThreads];
-  const int tid = threadIdx.x;
-  for (int64_t e = 0; e < E; ++e) {
-    acc_t s = 0;
-    int64_t k = 0;
-    for (int64_t n = tid; n < B; n += kReduceThreads) {
-      s += row_loss[e * B + n];
-      k += row_gate[e * B + n] > acc_t(0);
-    }
-    s_sum[tid] = s;
-    s_cnt[tid] = k;
-    __syncthreads();
-    for (int w = kReduceThreads / 2; w > 0; w >>= 1) {
-      if (tid < w) {
-        s_sum[tid] += s_sum[tid + w];
-        s_cnt[tid] += s_cnt[tid + w];
-      }
-      __syncthreads();
-    }
-    if (tid == 0) {
-      edge_loss[e] = static_cast<acc_t>(edge_params[e * kEdgeParamCols + kColCoef]) * s_sum[0] / div;
-      count[e] = s_cnt[0];
-    }
-    __syncthreads();
-  }
-  // Per-destination sums in edge order (deterministic).
-  for (int64_t m = tid; m < M; m += kReduceThreads) {
-    acc_t s = 0;
-    for (int64_t e = 0; e < E; ++e) {
-      if (edge_index[e * kEdgeIndexCols + kColDst] == m) s += edge_loss[e];
-    }
-    node_loss[m] = s;
-  }
 }
 
 template <typename scalar_t>
