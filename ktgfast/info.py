@@ -7,7 +7,8 @@ import sys
 
 import torch
 
-OPS = ("gated_edge_loss", "gated_edge_loss_backward")
+OPS = ("gated_edge_loss", "gated_edge_loss_backward", "attention_crop_loss", "attention_crop_loss_backward",
+       "pcgrad")
 
 
 def _dali_version() -> str:
