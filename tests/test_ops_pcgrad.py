@@ -14,8 +14,7 @@ import ktgfast.ops as ops
 import ktgfast.reference as ref
 from ktgfast.train import gradients
 
-if not ops.extension_available():
-    pytest.skip("ktgfast._C is not built", allow_module_level=True)
+ops._require_extension()  # a missing build fails loudly here, never skips
 
 RAW = torch.ops.ktgfast.pcgrad.default
 SUM, MEAN = 0, 1

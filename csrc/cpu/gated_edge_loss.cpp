@@ -14,6 +14,7 @@
 
 #include "../common/gated_edge_loss.h"
 #include "../common/gated_edge_loss_host.h"
+#include "edge_reduce.h"
 
 namespace ktgfast {
 namespace {
@@ -91,26 +92,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> gated_edge_loss_cpu(
     using acc_t = at::opmath_type<scalar_t>;
     run_rows<scalar_t>(in.logits, in.labels, in.edge_index, in.edge_params, progress, reduction,
                        nullptr, &out.row_loss, &out.row_gate, out.grad);
-    // Reduce the per-sample buffers in a fixed order (deterministic).
-    const acc_t div = reduction == kReduceMean ? static_cast<acc_t>(B) : acc_t(1);
-    const acc_t* rl = out.row_loss.const_data_ptr<acc_t>();
-    const acc_t* rg = out.row_gate.const_data_ptr<acc_t>();
-    const int32_t* ei = in.edge_index.const_data_ptr<int32_t>();
-    const double* ep = in.edge_params.const_data_ptr<double>();
-    acc_t* el = out.edge_loss.mutable_data_ptr<acc_t>();
-    acc_t* nl = out.node_loss.mutable_data_ptr<acc_t>();
-    int64_t* cnt = out.count.mutable_data_ptr<int64_t>();
-    for (int64_t e = 0; e < E; ++e) {
-      acc_t s = 0;
-      int64_t k = 0;
-      for (int64_t n = 0; n < B; ++n) {
-        s += rl[e * B + n];
-        k += rg[e * B + n] > acc_t(0);
-      }
-      el[e] = static_cast<acc_t>(ep[e * kEdgeParamCols + kColCoef]) * s / div;
-      cnt[e] = k;
-      nl[ei[e * kEdgeIndexCols + kColDst]] += el[e];
-    }
+    reduce_edges<acc_t>(out.row_loss, out.row_gate, in.edge_index, in.edge_params, B, reduction,
+                        out.edge_loss, out.node_loss, out.count);
   });
   return {out.edge_loss, out.node_loss, out.count, out.grad};
 }

@@ -18,40 +18,17 @@
 #include "../common/attention_crop.h"
 #include "../common/attention_crop_host.h"
 #include "edge_reduce.cuh"
+#include "warp_lanes.cuh"
 
 namespace ktgfast {
 namespace {
 
-constexpr int kWarp = 32;
-constexpr int kWarpsPerBlock = 4;
-
-// The 32 lanes of a warp; reductions by butterfly shuffles (every lane ends
-// with the result).
-struct CropWarpLanes {
-  static constexpr int kStride = kWarp;
-  int lane_;
-  KTG_HD int lane() const { return lane_; }
+// WarpLanes plus what the crop math needs (as SerialCropLanes on the CPU).
+struct CropWarpLanes : WarpLanes {
   KTG_HD void sync() const {
 #if defined(__CUDA_ARCH__)
     __syncwarp();
 #endif
-  }
-  template <typename T>
-  KTG_HD T sum(T v) const {
-#if defined(__CUDA_ARCH__)
-    for (int o = kWarp / 2; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-#endif
-    return v;
-  }
-  template <typename T>
-  KTG_HD T max(T v) const {
-#if defined(__CUDA_ARCH__)
-    for (int o = kWarp / 2; o > 0; o >>= 1) {
-      const T ov = __shfl_xor_sync(0xffffffffu, v, o);
-      v = ov > v ? ov : v;
-    }
-#endif
-    return v;
   }
   KTG_HD int64_t min_index(int64_t i) const {
 #if defined(__CUDA_ARCH__)
@@ -62,20 +39,6 @@ struct CropWarpLanes {
 #endif
     return i;
   }
-  // (value, index) arg-max across lanes; ties resolve to the smallest index.
-  template <typename T>
-  KTG_HD void argmax(T& v, int64_t& i) const {
-#if defined(__CUDA_ARCH__)
-    for (int o = kWarp / 2; o > 0; o >>= 1) {
-      const T ov = __shfl_xor_sync(0xffffffffu, v, o);
-      const int64_t oi = __shfl_xor_sync(0xffffffffu, i, o);
-      if (ov > v || (ov == v && oi < i)) {
-        v = ov;
-        i = oi;
-      }
-    }
-#endif
-  }
 };
 
 // Phase 1: per-slot peaks and gate statistics; one warp per row.
@@ -83,7 +46,7 @@ template <typename scalar_t, typename acc_t>
 __global__ void crop_slot_kernel(const CropProblem<scalar_t, acc_t> P) {
   const int64_t r = static_cast<int64_t>(blockIdx.x) * kWarpsPerBlock + threadIdx.x / kWarp;
   if (r >= P.M * P.B) return;  // whole warps leave together, shuffles stay converged
-  crop_slot_row<acc_t>(CropWarpLanes{static_cast<int>(threadIdx.x % kWarp)}, P, r);
+  crop_slot_row<acc_t>(CropWarpLanes{{static_cast<int>(threadIdx.x % kWarp)}}, P, r);
 }
 
 // Phase 2: every incoming edge of one destination row; one warp per row.
@@ -98,7 +61,7 @@ __global__ void crop_edge_kernel(const CropProblem<scalar_t, acc_t> P, acc_t* wo
   CropScratch<acc_t> scratch{
       in_place ? reinterpret_cast<acc_t*>(P.grad + r * HW) : workspace + 2 * rows * area + r * HW,
       workspace + r * area, workspace + (rows + r) * area};
-  crop_edge_row<acc_t>(CropWarpLanes{static_cast<int>(threadIdx.x % kWarp)}, P, r, scratch);
+  crop_edge_row<acc_t>(CropWarpLanes{{static_cast<int>(threadIdx.x % kWarp)}}, P, r, scratch);
 }
 
 template <typename scalar_t>

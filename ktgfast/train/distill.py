@@ -35,6 +35,7 @@ import torch
 import torch.nn.functional as F
 
 from ..graph import AUTO_MODEL, Edge, Graph, Node
+from ..models import ModelOutputs
 from . import checkpoint as ckpt
 from .config import TrainConfig
 from .run_dir import load_run
@@ -134,8 +135,6 @@ class Distiller(Trainer):
 
     # ------------------------------------------------------------------- step
     def _outputs(self, model, x):
-        from ..models import ModelOutputs
-
         if self.need_maps or getattr(model, "has_aux_logits", False):
             return model.forward_outputs(x)
         return ModelOutputs(model(x), None, None)
@@ -163,7 +162,7 @@ class Distiller(Trainer):
         return torch.stack(losses)
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        from ..ops import pcgrad, pcgrad_order
+        from ..ops import pcgrad
         from .gradients import apply_update, per_loss_gradients
 
         with self.autocast():
@@ -172,8 +171,9 @@ class Distiller(Trainer):
         opt.zero_grad(set_to_none=True)
         if self.settings.aggregate == "pcgrad":
             grads = per_loss_gradients(losses, self.params, batched=self.settings.batched_grads)
-            order = pcgrad_order(len(losses), self.settings.order, self.order_rng).to(self.device)
-            result = pcgrad(grads, order, reduction=self.settings.pcgrad_reduction)
+            # The order is drawn on the host from the run's seeded generator.
+            result = pcgrad(grads, self.settings.order, self.order_rng,
+                            reduction=self.settings.pcgrad_reduction)
             apply_update(self.params, result.update)
             self.conflicts += result.conflicts
             opt.step()

@@ -42,7 +42,7 @@ from ..graph.ssl import VIEWS, dst_view, lower_edge, src_view
 from ..ops import gated_edge_loss
 from .config import TrainConfig
 from .ema import EmaUpdater
-from .trainer import Trainer, _console
+from .trainer import EpochLosses, Trainer
 
 MU = 7  # unlabelled / labelled batch ratio when unlabeled_batch_size is None (FixMatch)
 
@@ -277,10 +277,7 @@ class SemiSupervisedTrainer(Trainer):
             raise RuntimeError(f"training is complete ({self.iterations} iterations)")
         for m, learns in zip(self.models, self.learning):
             m.train(learns)
-        n = len(self.names)
-        loss_sum = torch.zeros(n, dtype=torch.float64, device=self.device)
-        finite = torch.ones(n, dtype=torch.bool, device=self.device)
-        first_bad = torch.full((), -1.0, dtype=torch.float64, device=self.device)
+        losses = EpochLosses(len(self.names), self.device)
         self.mask_count.zero_()
         bar = self._bar(period)
         t0 = time.perf_counter()
@@ -289,17 +286,8 @@ class SemiSupervisedTrainer(Trainer):
             views, yu = {}, None
             if self.unlabeled_stream is not None:
                 views, yu, _ = self.unlabeled_stream.batch(k)
-            node_loss = self.train_step(lab["weak"], yl, views, yu)
-            ok = torch.isfinite(node_loss)
-            first_bad = torch.where((first_bad < 0) & ~ok.all(), self.step_t - 1, first_bad)
-            finite &= ok
-            loss_sum += torch.where(ok, node_loss, 0).double()
-            if (k + 1 - k0) % cfg.log_every == 0 or k + 1 == k1:
-                self._check_finite(finite, first_bad, period)
-                if bar is not None:
-                    bar.set_postfix(loss=f"{(loss_sum.sum() / (k + 1 - k0)).item():.3f}")
-            if bar is not None:
-                bar.update(1)
+            self._after_step(self.train_step(lab["weak"], yl, views, yu), losses, k + 1 - k0,
+                             k1 - k0, period, bar)
         if bar is not None:
             bar.close()
         train_time = time.perf_counter() - t0
@@ -309,23 +297,13 @@ class SemiSupervisedTrainer(Trainer):
         row = {"epoch": period, "step": k1, "time_s": round(train_time, 3),
                "images_per_s": round(steps * images / train_time, 1),
                "lr": self.optimizers[0].param_groups[0]["lr"] if self.optimizers else 0.0}
-        for name, loss, learns in zip(self.names, (loss_sum / steps).tolist(), self.learning):
-            if learns:
-                row[f"train_loss:{name}"] = round(loss, 6)
+        mask = {}
         if self.mask_edges:  # fraction of unlabelled samples past each threshold
             rate = (self.mask_count.double() / (steps * self.unlabeled_batch_size)).tolist()
             for j in self.mask_edges:
                 e = self.slots.u_edges[j]
-                row[f"mask:{e.src}->{e.dst}"] = round(rate[j], 4)
-        for split in cfg.eval_splits:
-            for key, v in self.evaluate(split).items():
-                row[f"{split}_acc:{key}"] = round(v, 4)
-        self._epoch_end(row)
-        self.log.add(row)
-        self._save_checkpoint()
-        self.log.write(row)
-        self._print(_console(row))
-        return row
+                mask[f"mask:{e.src}->{e.dst}"] = round(rate[j], 4)
+        return self._finish_epoch(row, losses, steps, mask)
 
 
 class _PeriodLength:

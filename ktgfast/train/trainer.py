@@ -39,6 +39,22 @@ FLIP_FREE = {"mnist5k"}  # digits are not mirror-symmetric: crop only
 DEFAULT_LR = {"mnist5k": 0.02, "synthetic": 0.02}
 
 
+class EpochLosses:
+    """Per-node loss sums of an epoch, which nodes stayed finite and the first
+    bad step, all on the device: booking a step never syncs with the host."""
+
+    def __init__(self, nodes: int, device: torch.device):
+        self.sum = torch.zeros(nodes, dtype=torch.float64, device=device)
+        self.finite = torch.ones(nodes, dtype=torch.bool, device=device)
+        self.first_bad = torch.full((), -1.0, dtype=torch.float64, device=device)
+
+    def add(self, node_loss: torch.Tensor, step: torch.Tensor) -> None:
+        ok = torch.isfinite(node_loss)
+        self.first_bad = torch.where((self.first_bad < 0) & ~ok.all(), step, self.first_bad)
+        self.finite &= ok
+        self.sum += torch.where(ok, node_loss, 0).double()
+
+
 class NonFiniteLossError(RuntimeError):
     """A node's loss became NaN or Inf; the last good checkpoint is kept."""
 
@@ -341,9 +357,7 @@ class Trainer:
             self.mixup.set_epoch(epoch)
         for m, learns in zip(self.models, self.learning):
             m.train(learns)
-        loss_sum = torch.zeros(len(self.names), dtype=torch.float64, device=self.device)
-        finite = torch.ones(len(self.names), dtype=torch.bool, device=self.device)
-        first_bad = torch.full((), -1.0, dtype=torch.float64, device=self.device)
+        losses = EpochLosses(len(self.names), self.device)
         bar = self._bar(epoch)
         t0 = time.perf_counter()
         for i, (x, y, idx) in enumerate(self.train_loader):
@@ -351,17 +365,8 @@ class Trainer:
                 x, y = self.mixup(x, y)
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
-            node_loss = self.train_batch(x, y, idx)
-            ok = torch.isfinite(node_loss)
-            first_bad = torch.where((first_bad < 0) & ~ok.all(), self.step_t - 1, first_bad)
-            finite &= ok
-            loss_sum += torch.where(ok, node_loss, 0).double()
-            if (i + 1) % cfg.log_every == 0 or i + 1 == self.steps_per_epoch:
-                self._check_finite(finite, first_bad, epoch)
-                if bar is not None:
-                    bar.set_postfix(loss=f"{(loss_sum.sum() / (i + 1)).item():.3f}")
-            if bar is not None:
-                bar.update(1)
+            self._after_step(self.train_batch(x, y, idx), losses, i + 1, self.steps_per_epoch,
+                             epoch, bar)
         if bar is not None:
             bar.close()
         train_time = time.perf_counter() - t0
@@ -371,11 +376,29 @@ class Trainer:
         row = {"epoch": epoch, "step": int(self.step_t.item()), "time_s": round(train_time, 3),
                "images_per_s": round(self.steps_per_epoch * cfg.batch_size / train_time, 1),
                "lr": self.optimizers[0].param_groups[0]["lr"] if self.optimizers else 0.0}
-        mean_loss = (loss_sum / self.steps_per_epoch).tolist()
-        for n, l, learns in zip(self.names, mean_loss, self.learning):
+        return self._finish_epoch(row, losses, self.steps_per_epoch)
+
+    def _after_step(self, node_loss: torch.Tensor, losses: "EpochLosses", done: int, total: int,
+                    epoch: int, bar) -> None:
+        """Book one step's losses; every ``log_every`` steps (and at the end)
+        read them on the host: the NaN/Inf check and the progress bar."""
+        losses.add(node_loss, self.step_t - 1)
+        if done % self.config.log_every == 0 or done == total:
+            self._check_finite(losses, epoch)
+            if bar is not None:
+                bar.set_postfix(loss=f"{(losses.sum.sum() / done).item():.3f}")
+        if bar is not None:
+            bar.update(1)
+
+    def _finish_epoch(self, row: dict, losses: "EpochLosses", steps: int, extra: dict = None) -> dict:
+        """Mean training losses (then the ``extra`` columns), evaluation,
+        subclass bookkeeping, metrics and the checkpoint of an epoch whose
+        timing columns are in ``row``."""
+        for n, l, learns in zip(self.names, (losses.sum / steps).tolist(), self.learning):
             if learns:
                 row[f"train_loss:{n}"] = round(l, 6)
-        for split in cfg.eval_splits:
+        row.update(extra or {})
+        for split in self.config.eval_splits:
             for k, v in self.evaluate(split).items():
                 row[f"{split}_acc:{k}"] = round(v, 4)
         self._epoch_end(row)
@@ -389,15 +412,15 @@ class Trainer:
         """Subclasses' end-of-epoch bookkeeping (it may add columns to ``row``),
         after evaluation and before the checkpoint (see self_distill.py)."""
 
-    def _check_finite(self, finite: torch.Tensor, first_bad: torch.Tensor, epoch: int) -> None:
-        if bool(finite.all()):
+    def _check_finite(self, losses: "EpochLosses", epoch: int) -> None:
+        if bool(losses.finite.all()):
             return
-        bad = [n for n, ok in zip(self.names, finite.tolist()) if not ok]
+        bad = [n for n, ok in zip(self.names, losses.finite.tolist()) if not ok]
         last = self.run_dir / "checkpoint.pt"
         kept = f"the last good checkpoint {str(last)!r} (epoch {self.epoch}) is kept" if last.exists() \
             else "no checkpoint was written yet"
         raise NonFiniteLossError(
-            f"loss of node {', '.join(map(repr, bad))} became NaN/Inf at step {int(first_bad.item())} "
+            f"loss of node {', '.join(map(repr, bad))} became NaN/Inf at step {int(losses.first_bad.item())} "
             f"(epoch {epoch}); {kept}. Lower the learning rate, check the data, or use amp=none.")
 
     @torch.no_grad()
