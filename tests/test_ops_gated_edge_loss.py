@@ -13,11 +13,16 @@ import torch.nn.functional as F
 import ktgfast.ops as ops
 import ktgfast.reference as ref
 from ktgfast import LABEL, EdgeSpec, EdgeTable, progress_of
-from ktgfast.edges import GATE_KINDS, REDUCTIONS
+from ktgfast.edges import REDUCTIONS
+from support.ops import (GATES, assert_close_outputs, assert_fake_kernels_match,
+                         assert_matches_reference, cuda_built, gate_kwargs, labels_half_correct,
+                         maxprob, random_logits, run_at_thread_counts, run_op_with_grads, split_tau,
+                         weightings)
 
 
 # ---------------------------------------------------------------------------
-# Helpers: edge builders, random cases, op-vs-reference comparison.
+# Helpers of this op: edge builders, running the op and the reference with
+# gradients (the op-independent ones are in tests/support/ops.py).
 
 # The five things an edge can compute: name -> (from the label?, loss name).
 KINDS = {
@@ -27,46 +32,13 @@ KINDS = {
     "cos": (False, "cos"),
     "pl": (False, "pl"),
 }
-GATES = tuple(GATE_KINDS)
 NODE_LOSSES = ("kl", "cos", "pl")
-
-
-def gate_kwargs(gate: str, tau: float = 0.5) -> dict:
-    """Non-trivial parameters of the parametrised gates."""
-    if gate == "sine":
-        return {"f": 0.7, "phi": 0.4}
-    if gate == "threshold":
-        return {"tau": tau}
-    return {}
 
 
 def make_edge(kind: str, gate: str, src: int, dst: int, **kw) -> EdgeSpec:
     from_label, loss = KINDS[kind]
     args = {**gate_kwargs(gate, kw.pop("tau", 0.5)), **kw}
     return EdgeSpec(LABEL if from_label else src, dst, loss, gate, **args)
-
-
-def maxprob(z: torch.Tensor) -> torch.Tensor:
-    """max softmax(z) at T = 1 along the class dim, in float64."""
-    return torch.softmax(z.double(), -1).amax(-1)
-
-
-def split_tau(z_src: torch.Tensor) -> float:
-    """A threshold half-way between two neighbouring source max-probs (so that
-    about half the samples pass and none sits close to the boundary)."""
-    p = torch.sort(maxprob(z_src)).values
-    if p.numel() == 1:
-        return float(p[0]) / 2
-    i = p.numel() // 2
-    return float(p[i - 1] + p[i]) / 2
-
-
-def labels_half_correct(z_src: torch.Tensor, C: int, gen: torch.Generator | None = None):
-    """Labels equal to the source's arg-max on even samples, random elsewhere."""
-    B = z_src.shape[0]
-    y = torch.randint(0, C, (B,), generator=gen)
-    y[::2] = z_src.argmax(-1)[::2]
-    return y
 
 
 def full_graph(M: int, offset: int = 0, temps: Sequence[float] = (1.0, 2.0, 0.5, 4.0),
@@ -90,55 +62,11 @@ def full_graph(M: int, offset: int = 0, temps: Sequence[float] = (1.0, 2.0, 0.5,
     return edges
 
 
-# ---------------------------------------------------------------------------
-# Running the op and the reference with gradients.
-
-def _grads(outs, x: torch.Tensor, weightings) -> list[torch.Tensor]:
-    res = []
-    for f in weightings:
-        y = f(outs)
-        if not y.requires_grad:  # reference with no live edge: no graph at all
-            res.append(torch.zeros_like(x))
-            continue
-        (g,) = torch.autograd.grad(y, x, retain_graph=True, allow_unused=True)
-        res.append(torch.zeros_like(x) if g is None else g)
-    return res
-
-
-def weightings(E: int, M: int, gen: torch.Generator | None = None):
-    """Upstream gradients: node_loss.sum() and a random weighting of node_loss
-    (the saved-gradient path), a random weighting of edge_loss (the backward op)
-    and both at once."""
-    w = torch.rand(E, generator=gen, dtype=torch.float64) * 2 - 0.5
-    v = torch.rand(M, generator=gen, dtype=torch.float64) * 2 - 0.5
-    return [
-        lambda o: o.node_loss.sum(),
-        lambda o: (o.node_loss * v.to(o.node_loss)).sum(),
-        lambda o: (o.edge_loss * w.to(o.edge_loss)).sum(),
-        lambda o: (o.edge_loss * w.to(o.edge_loss)).sum()
-        + (o.node_loss * v.to(o.node_loss)).sum(),
-    ]
-
-
 def run_with_grads(fn: Callable, base: torch.Tensor, labels, edges, progress=0.0,
                    reduction="mean", ws=None, view: Callable | None = None):
     """(outputs, [grad w.r.t. ``base`` for each weighting]) of ``fn`` applied to
     ``view(base)`` (default: base itself), on a fresh leaf copy of ``base``."""
-    x = base.detach().clone().requires_grad_(True)
-    inp = x if view is None else view(x)
-    out = fn(inp, labels, edges, progress, reduction)
-    if ws is None:
-        ws = weightings(out.edge_loss.numel(), out.node_loss.numel())
-    return out, _grads(out, x, ws)
-
-
-def assert_close_outputs(out, exp, atol, rtol, msg=""):
-    torch.testing.assert_close(out.edge_loss, exp.edge_loss.to(out.edge_loss.dtype), atol=atol,
-                               rtol=rtol, msg=lambda m: f"edge_loss {msg}\n{m}")
-    torch.testing.assert_close(out.node_loss, exp.node_loss.to(out.node_loss.dtype), atol=atol,
-                               rtol=rtol, msg=lambda m: f"node_loss {msg}\n{m}")
-    assert out.count.dtype == torch.long
-    assert torch.equal(out.count, exp.count.to(out.count.device)), (msg, out.count, exp.count)
+    return run_op_with_grads(lambda inp: fn(inp, labels, edges, progress, reduction), base, ws, view)
 
 
 def check_against_reference(logits, labels, edges, progress=0.0, reduction="mean",
@@ -159,19 +87,8 @@ def check_against_reference(logits, labels, edges, progress=0.0, reduction="mean
                             view)
     exp, ge = run_with_grads(ref.gated_edge_loss, logits, labels, edges, progress, reduction,
                              ws, view)
-    assert out.edge_loss.shape == (E,) and out.node_loss.shape == (M,)
-    want = torch.float64 if dt == torch.float64 else torch.float32
-    assert out.edge_loss.dtype == want and out.node_loss.dtype == want
-    assert_close_outputs(out, exp, atol, rtol)
-    for i, (a, b) in enumerate(zip(g, ge)):
-        assert a.dtype == dt
-        torch.testing.assert_close(a, b.to(a.dtype), atol=atol, rtol=rtol,
-                                   msg=lambda m, i=i: f"gradient of weighting {i}\n{m}")
+    assert_matches_reference(out, g, exp, ge, E, M, dt, atol, rtol)
     return out, g
-
-
-def random_logits(M, B, C, dtype=torch.float32, scale=2.0):
-    return (torch.randn(M, B, C, dtype=torch.float64) * scale).to(dtype)
 
 
 def raw_args(logits, labels, edges, progress=0.0, reduction="mean"):
@@ -536,22 +453,14 @@ def test_opcheck_backward(dtype):
 
 
 def test_fake_kernels_match_real_metadata():
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
     args, E = _opcheck_case(torch.float16, requires_grad=False)
-    real = OP(*args)
-    real_b = OP_BWD(torch.ones(E), *args)
-    with FakeTensorMode() as mode:
-        fargs = [mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args]
-        fake = OP(*fargs)
-        fake_b = OP_BWD(mode.from_tensor(torch.ones(E)), *fargs)
-    for r, f in zip((*real, real_b), (*fake, fake_b)):
-        assert r.shape == f.shape and r.dtype == f.dtype and r.stride() == f.stride()
+    assert_fake_kernels_match(OP, OP_BWD, args, E)
 
 
 # ---------------------------------------------------------------------------
 # 5. torch.compile(fullgraph=True).
 
+@pytest.mark.slow  # torch.compile: seconds of Dynamo/Inductor per case
 @pytest.mark.parametrize("prebuilt_table", [True, False], ids=["table", "specs"])
 def test_torch_compile_fullgraph(prebuilt_table):
     torch._dynamo.reset()
@@ -1048,14 +957,7 @@ def test_deterministic_and_thread_count_independent(M, B, C):
     first, second = run(), run()
     for a, b in zip(first, second):
         assert torch.equal(a, b)
-    n = torch.get_num_threads()
-    try:
-        results = {}
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
-            results[threads] = run()
-    finally:
-        torch.set_num_threads(n)
+    results = run_at_thread_counts(run, (1, 2))
     for a, b in zip(results[1], results[2]):
         assert torch.equal(a, b)
     for a, b in zip(results[1], first):
@@ -1065,20 +967,11 @@ def test_deterministic_and_thread_count_independent(M, B, C):
 # ---------------------------------------------------------------------------
 # 13. CUDA against CPU.
 
-def _cuda_built() -> bool:
-    try:
-        from ktgfast import _C
-
-        return bool(_C.build_info()["with_cuda"])
-    except Exception:  # pragma: no cover
-        return False
-
-
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 class TestCUDA:
     @pytest.fixture(autouse=True)
     def _need_cuda_build(self):
-        if not _cuda_built():
+        if not cuda_built():
             pytest.skip("ktgfast._C was built without CUDA kernels")
 
     @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16,
