@@ -13,56 +13,27 @@ import torch
 import ktgfast.ops as ops
 import ktgfast.reference as ref
 from ktgfast import EdgeSpec, EdgeTable
-from ktgfast.edges import GATE_KINDS, REDUCTIONS, AttentionEdgeTable
+from ktgfast.edges import REDUCTIONS, AttentionEdgeTable
 from ktgfast.ops.attention_crop import PULL_NORMS
+from support.ops import (GATES, assert_close_outputs, assert_fake_kernels_match,
+                         assert_matches_reference, cuda_built, gate_kwargs, labels_half_correct,
+                         maxprob, random_logits, run_at_thread_counts, run_op_with_grads, split_tau,
+                         weightings)
 
 # ---------------------------------------------------------------------------
-# Helpers: edge builders, random cases, op-vs-reference comparison.
+# Helpers of this op: edge builders, random maps, running the op and the
+# reference with gradients (the op-independent ones are in tests/support/ops.py).
 
-GATES = tuple(GATE_KINDS)
 LOSSES = ("pull", "push")
-
-
-def gate_kwargs(gate: str, tau: float = 0.5) -> dict:
-    """Non-trivial parameters of the parametrised gates."""
-    if gate == "sine":
-        return {"f": 0.7, "phi": 0.4}
-    if gate == "threshold":
-        return {"tau": tau}
-    return {}
 
 
 def make_edge(loss: str, gate: str, src: int, dst: int, tau: float = 0.5, **kw) -> EdgeSpec:
     return EdgeSpec(src, dst, loss, gate, **{**gate_kwargs(gate, tau), **kw})
 
 
-def maxprob(z: torch.Tensor) -> torch.Tensor:
-    return torch.softmax(z.double(), -1).amax(-1)
-
-
-def split_tau(z_src: torch.Tensor) -> float:
-    """A threshold half-way between two neighbouring source max-probs."""
-    p = torch.sort(maxprob(z_src)).values
-    if p.numel() == 1:
-        return float(p[0]) / 2
-    i = p.numel() // 2
-    return float(p[i - 1] + p[i]) / 2
-
-
-def labels_half_correct(z_src: torch.Tensor, C: int) -> torch.Tensor:
-    """Labels equal to the source's arg-max on even samples, random elsewhere."""
-    y = torch.randint(0, C, (z_src.shape[0],))
-    y[::2] = z_src.argmax(-1)[::2]
-    return y
-
-
 def random_maps(M, B, H, W, dtype=torch.float32, scale=1.0):
     """Attention-like maps: positive, no ties (AT maps are sums of squares)."""
     return (torch.rand(M, B, H, W, dtype=torch.float64) * scale).to(dtype)
-
-
-def random_logits(M, B, C, dtype=torch.float32):
-    return (torch.randn(M, B, C, dtype=torch.float64) * 2).to(dtype)
 
 
 def full_graph(M: int, offset: int = 0, tau: float = 0.5) -> list[EdgeSpec]:
@@ -74,52 +45,18 @@ def full_graph(M: int, offset: int = 0, tau: float = 0.5) -> list[EdgeSpec]:
             for i, (s, t) in enumerate(pairs)]
 
 
-def weightings(E: int, M: int):
-    """Upstream gradients: node_loss.sum() and a random weighting of node_loss
-    (the saved-gradient path), a random weighting of edge_loss (the backward op)
-    and both at once."""
-    w = torch.rand(E, dtype=torch.float64) * 2 - 0.5
-    v = torch.rand(M, dtype=torch.float64) * 2 - 0.5
-    return [
-        lambda o: o.node_loss.sum(),
-        lambda o: (o.node_loss * v.to(o.node_loss)).sum(),
-        lambda o: (o.edge_loss * w.to(o.edge_loss)).sum(),
-        lambda o: (o.edge_loss * w.to(o.edge_loss)).sum() + (o.node_loss * v.to(o.node_loss)).sum(),
-    ]
-
-
 def run_with_grads(fn: Callable, base: torch.Tensor, logits, labels, edges, progress=0.0,
                    crop_sizes=(3, 5, 7), reduction="mean", pull="mean", ws=None,
                    view: Callable | None = None):
     """(outputs, [grad w.r.t. ``base`` for each weighting]) of ``fn`` applied to
     ``view(base)`` (default: base itself), on a fresh leaf copy of ``base``."""
-    x = base.detach().clone().requires_grad_(True)
-    inp = x if view is None else view(x)
-    out = fn(inp, logits, labels, edges, progress, crop_sizes, reduction, pull)
-    if ws is None:
-        ws = weightings(out.edge_loss.numel(), out.node_loss.numel())
-    grads = []
-    for f in ws:
-        y = f(out)
-        if not y.requires_grad:  # reference with no live edge: no graph at all
-            grads.append(torch.zeros_like(x))
-            continue
-        (g,) = torch.autograd.grad(y, x, retain_graph=True, allow_unused=True)
-        grads.append(torch.zeros_like(x) if g is None else g)
-    return out, grads
+    return run_op_with_grads(
+        lambda inp: fn(inp, logits, labels, edges, progress, crop_sizes, reduction, pull), base, ws,
+        view)
 
 
 def tolerances(dtype):
     return dict(atol=1e-12, rtol=1e-9) if dtype == torch.float64 else dict(atol=2e-5, rtol=1e-4)
-
-
-def assert_close_outputs(out, exp, atol, rtol, msg=""):
-    for name in ("edge_loss", "node_loss"):
-        a, b = getattr(out, name), getattr(exp, name)
-        torch.testing.assert_close(a, b.to(a.dtype), atol=atol, rtol=rtol,
-                                   msg=lambda m, name=name: f"{name} {msg}\n{m}")
-    assert out.count.dtype == torch.long
-    assert torch.equal(out.count, exp.count.to(out.count.device)), (msg, out.count, exp.count)
 
 
 def check_against_reference(maps, logits, labels, edges, progress=0.0, crop_sizes=(3, 5, 7),
@@ -137,14 +74,7 @@ def check_against_reference(maps, logits, labels, edges, progress=0.0, crop_size
     args = (logits, labels, edges, progress, crop_sizes, reduction, pull, ws, view)
     out, g = run_with_grads(ops.attention_crop_loss, maps, *args)
     exp, ge = run_with_grads(ref.attention_crop_loss, maps, *args)
-    assert out.edge_loss.shape == (E,) and out.node_loss.shape == (M,)
-    want = torch.float64 if dt == torch.float64 else torch.float32
-    assert out.edge_loss.dtype == want and out.node_loss.dtype == want
-    assert_close_outputs(out, exp, atol, rtol)
-    for i, (a, b) in enumerate(zip(g, ge)):
-        assert a.dtype == dt
-        torch.testing.assert_close(a, b.to(a.dtype), atol=atol, rtol=rtol,
-                                   msg=lambda m, i=i: f"gradient of weighting {i}\n{m}")
+    assert_matches_reference(out, g, exp, ge, E, M, dt, atol, rtol)
     return out, g
 
 
@@ -749,19 +679,11 @@ def test_opcheck_backward(dtype):
 
 
 def test_fake_kernels_match_real_metadata():
-    from torch._subclasses.fake_tensor import FakeTensorMode
-
     args, E = _opcheck_case(torch.float16, noncontig=True, requires_grad=False)
-    real = OP(*args)
-    real_b = OP_BWD(torch.ones(E), *args)
-    with FakeTensorMode() as mode:
-        fargs = [mode.from_tensor(a) if isinstance(a, torch.Tensor) else a for a in args]
-        fake = OP(*fargs)
-        fake_b = OP_BWD(mode.from_tensor(torch.ones(E)), *fargs)
-    for r, f in zip((*real, real_b), (*fake, fake_b)):
-        assert r.shape == f.shape and r.dtype == f.dtype and r.stride() == f.stride()
+    assert_fake_kernels_match(OP, OP_BWD, args, E)
 
 
+@pytest.mark.slow  # torch.compile: seconds of Dynamo/Inductor per case
 @pytest.mark.parametrize("prebuilt_table", [True, False], ids=["table", "specs"])
 def test_torch_compile_fullgraph(prebuilt_table):
     torch._dynamo.reset()
@@ -989,14 +911,7 @@ def test_deterministic_and_thread_count_independent():
     first, second = run(), run()
     for a, b in zip(first, second):
         assert torch.equal(a, b)
-    n = torch.get_num_threads()
-    try:
-        results = {}
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
-            results[threads] = run()
-    finally:
-        torch.set_num_threads(n)
+    results = run_at_thread_counts(run, (1, 2))
     for a, b, c in zip(results[1], results[2], first):
         assert torch.equal(a, b) and torch.equal(a, c)
 
@@ -1004,20 +919,11 @@ def test_deterministic_and_thread_count_independent():
 # ---------------------------------------------------------------------------
 # 11. CUDA against CPU.
 
-def _cuda_built() -> bool:
-    try:
-        from ktgfast import _C
-
-        return bool(_C.build_info()["with_cuda"])
-    except Exception:  # pragma: no cover
-        return False
-
-
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 class TestCUDA:
     @pytest.fixture(autouse=True)
     def _need_cuda_build(self):
-        if not _cuda_built():
+        if not cuda_built():
             pytest.skip("ktgfast._C was built without CUDA kernels")
 
     @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16,
