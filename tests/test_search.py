@@ -3,10 +3,13 @@ driver), real searches with their outputs and resume, two local workers on one
 journal, rejected / duplicate / NaN trials, the honest protocol (the test split
 is never read), storage URLs, and PostgreSQL with a worker killed mid-trial.
 
-Searches run on ``tinysyn`` (tests/search_helpers.py: 256 grey 28x28 images,
+Searches run on ``tinysyn`` (tests/support/search.py: 256 grey 28x28 images,
 4 classes) with ``mlp`` nodes, a few trials of at most 4 epochs, one intra-op
-thread.  Multi-process tests run tests/search_helpers.py as the child's main
-module, so spawned workers register ``tinysyn`` as well.
+thread.  Multi-process tests run tests/support/search.py as the child's main
+module, so spawned workers register ``tinysyn`` as well; its knobs make those
+tests wait for events (a worker hung inside a trial, two workers inside trials
+at once, a heartbeat gone stale), never for a guessed time.  Searches that
+train, subprocess workers and PostgreSQL are marked ``slow``.
 
 PostgreSQL: a throw-away cluster on 127.0.0.1 (initdb/pg_ctl from
 /usr/lib/postgresql/*/bin, as the ``postgres`` user when run as root).  Without
@@ -31,7 +34,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -42,7 +44,6 @@ from optuna.trial import TrialState
 
 import ktgfast.data as kdata
 import ktgfast.models as kmodels
-import search_helpers as helpers
 from ktgfast.cli import main as cli
 from ktgfast.graph import Edge, Gate, Graph, GraphError, Node, load_graph, validate
 from ktgfast.models import model_options
@@ -52,10 +53,14 @@ from ktgfast.search.space import PHI_MAX, SearchSpace
 from ktgfast.search.storage import describe, open_storage, resolve_url
 from ktgfast.search.study import SearchSettings, recover_stale, retrain, search_view, status
 from ktgfast.train import Trainer
-from search_helpers import (TINY, TINY_CONFIG, TINY_SET, asha_simulate, drive_asha, gate_params,
-                            open_asha_study, write_space)
 
-pytestmark = pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning")
+import support.search as helpers
+from support.search import (TINY, TINY_CONFIG, TINY_SET, asha_simulate, drive_asha, gate_params,
+                            open_asha_study, write_space)
+from support.wait import WAIT_S, wait_for
+
+pytestmark = [pytest.mark.filterwarnings("ignore::optuna.exceptions.ExperimentalWarning"),
+              pytest.mark.usefixtures("one_thread")]
 
 HELPER = Path(helpers.__file__).resolve()
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -66,14 +71,11 @@ BUILTIN = {"ens-2nodes", "ens-3nodes", "ktg-4gates-2nodes", "ktg-4gates-3nodes",
 
 # ------------------------------------------------------------------ fixtures
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread (tiny models; a second spinning thread on a shared
-    2-core machine makes steps many times slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _quiet_optuna():
+    before = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     yield
-    torch.set_num_threads(before)
+    optuna.logging.set_verbosity(before)
 
 
 def _patch_search_env(mp: pytest.MonkeyPatch, root: Path) -> None:
@@ -352,6 +354,7 @@ def test_asha_decisions_equal_hand_computed(tmp_path):
     assert trials[1].system_attrs["completed_rung_0"] == 40.0
 
 
+@pytest.mark.slow  # 40 trials through a journal
 def test_asha_decisions_equal_the_rule_on_random_curves(tmp_path):
     curves = _random_curves(40, seed=5)
     expected = dict(enumerate(asha_simulate(curves)))
@@ -360,6 +363,7 @@ def test_asha_decisions_equal_the_rule_on_random_curves(tmp_path):
     assert drive_asha(str(tmp_path / "asha.log"), curves) == expected
 
 
+@pytest.mark.slow  # 60 trials through journals
 def test_asha_resumes_from_storage_with_new_objects(tmp_path):
     curves = _random_curves(30, seed=11)
     whole = drive_asha(str(tmp_path / "whole.log"), curves)
@@ -369,6 +373,7 @@ def test_asha_resumes_from_storage_with_new_objects(tmp_path):
     assert drive_asha(journal, curves, 13) == whole  # a new study + storage object on the file
 
 
+@pytest.mark.slow  # a subprocess driver, killed
 @pytest.mark.parametrize("hang_epoch", [1, 3])
 def test_asha_after_driver_is_killed_mid_trial(tmp_path, hang_epoch):
     """A driver process is SIGKILLed inside curve 10 (before it reports epoch
@@ -384,14 +389,15 @@ def test_asha_after_driver_is_killed_mid_trial(tmp_path, hang_epoch):
     proc = subprocess.Popen([sys.executable, str(HELPER), "asha", json.dumps(args)],
                             stdout=log, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 90
-        while not marker.exists():
+        def driver_alive():
             assert proc.poll() is None, (tmp_path / "driver.log").read_text()
-            assert time.monotonic() < deadline, "driver never reached the kill point"
-            time.sleep(0.05)
+
+        wait_for(marker.exists, "the driver reaching the kill point", check=driver_alive)
         os.kill(proc.pid, signal.SIGKILL)
     finally:
-        proc.wait(timeout=30)
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
         log.close()
     assert proc.returncode == -signal.SIGKILL
 
@@ -412,6 +418,7 @@ def test_asha_after_driver_is_killed_mid_trial(tmp_path, hang_epoch):
         assert decisions != uninterrupted
 
 
+@pytest.mark.slow  # 9 trials of 8 epochs
 def test_objective_prunes_like_the_rule(tmp_path, fake_trainer):
     """The real objective / worker loop with known learning curves (FakeTrainer):
     the hand-computed stops (none at the last epoch), ``stopped_at`` set,
@@ -454,6 +461,7 @@ def e2e(tmp_path_factory):
                            result=result, printed=buf.getvalue(), trials=trials_of(root / "out", "e2e"))
 
 
+@pytest.mark.slow  # e2e: a real search
 def test_search_counts_and_outputs(e2e):
     r, trials = e2e.result, e2e.trials
     assert r.trials == 6 == len(trials) and [t.number for t in trials] == list(range(6))
@@ -478,6 +486,7 @@ def test_search_counts_and_outputs(e2e):
     assert saved["trials"] == 6 and saved["data"] == TINY
 
 
+@pytest.mark.slow  # e2e: a real search
 def test_search_trials_are_canonical_and_recorded(e2e):
     for t in e2e.trials:
         graph = Graph.from_dict(t.user_attrs["graph"])
@@ -495,6 +504,7 @@ def test_search_trials_are_canonical_and_recorded(e2e):
             assert t.last_step == 4 and t.value == t.intermediate_values[4]
 
 
+@pytest.mark.slow  # e2e: a real search
 def test_search_prunes_by_the_asha_rule(e2e):
     trained = [t for t in e2e.trials if t.intermediate_values]
     curves = [[t.intermediate_values[e] for e in sorted(t.intermediate_values)] for t in trained]
@@ -505,6 +515,7 @@ def test_search_prunes_by_the_asha_rule(e2e):
             assert stop is None and t.last_step == 4
 
 
+@pytest.mark.slow  # e2e: a real search
 def test_search_status_and_cli_status(e2e, capsys):
     got = status("e2e", out=str(e2e.out))
     assert got["summary"]["trials"] == 6 and len(got["leaderboard"]) == 6
@@ -518,6 +529,7 @@ def test_search_status_and_cli_status(e2e, capsys):
     assert "no study 'nope'" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # e2e + 4 more trained trials
 def test_search_resume_adds_exactly_the_difference(e2e, tmp_path, built_trainers, capsys):
     out = tmp_path / "out"
     shutil.copytree(e2e.out, out)
@@ -536,6 +548,7 @@ def test_search_resume_adds_exactly_the_difference(e2e, tmp_path, built_trainers
     assert len(trials_of(out, "e2e")) == 10
 
 
+@pytest.mark.slow  # e2e: a real search
 def test_search_resume_with_other_settings_is_refused(e2e, tmp_path, built_trainers):
     out = tmp_path / "out"
     shutil.copytree(e2e.out, out)
@@ -548,6 +561,7 @@ def test_search_resume_with_other_settings_is_refused(e2e, tmp_path, built_train
     assert built_trainers == [] and len(trials_of(out, "e2e")) == 6
 
 
+@pytest.mark.slow  # e2e + two training runs
 def test_retrain_reports_test_accuracy(e2e, tmp_path):
     settings = SearchSettings(space=e2e.space, data=TINY, epochs=4, study="e2e", out=str(tmp_path),
                               config=dict(TINY_CONFIG))
@@ -559,12 +573,16 @@ def test_retrain_reports_test_accuracy(e2e, tmp_path):
 
 
 # -------------------------------------------------------- two local workers
+@pytest.mark.slow  # subprocess workers
 def test_two_local_workers_on_one_journal(tmp_path):
+    """Two spawned workers on one journal; each waits, inside its first trained
+    trial, until the other is inside one too (or has ended): they provably run
+    trials side by side, however slow the machine."""
     space = write_space(tmp_path / "two.yaml", nodes=2, gates=["through", "cutoff"])
     kw = tiny(tmp_path / "out", trials=8, epochs=3, workers=2, study="two")
     proc = subprocess.run([sys.executable, str(HELPER), "search", json.dumps({"space": space, **kw})],
-                          env=child_env(tmp_path, KTGFAST_TEST_EPOCH_SLEEP=0.25),
-                          capture_output=True, text=True, timeout=300)
+                          env=child_env(tmp_path, KTGFAST_TEST_BARRIER=f"{tmp_path / 'barrier'}:2"),
+                          capture_output=True, text=True, timeout=WAIT_S)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "RESULT trials=8" in proc.stdout and "exited abnormally" not in proc.stdout
     trials = trials_of(tmp_path / "out", "two")
@@ -589,7 +607,8 @@ def test_two_local_workers_on_one_journal(tmp_path):
     for a, b in itertools.combinations(trained, 2):  # no finished graph trained again
         if a.user_attrs["graph_key"] == b.user_attrs["graph_key"]:
             assert not (a.state == TrialState.COMPLETE and a.datetime_complete <= b.datetime_start)
-    # the two workers really ran side by side
+    # the two workers really ran side by side (both signed in to the barrier)
+    assert len(list((tmp_path / "barrier").glob("worker-*"))) == 2
     assert any(a.datetime_start < b.datetime_complete and b.datetime_start < a.datetime_complete
                for a, b in itertools.combinations(trials, 2))
 
@@ -614,6 +633,7 @@ def test_graphs_whose_target_never_learns_are_rejected_before_any_model(tmp_path
         assert all(row["rejected"] for row in csv.DictReader(f))
 
 
+@pytest.mark.slow  # a real search with pretraining
 def test_enqueued_invalid_graph_is_rejected_and_counted(tmp_path, built_trainers):
     out = tmp_path / "out"
     study = journal_study(out, "enq")
@@ -633,6 +653,7 @@ def test_enqueued_invalid_graph_is_rejected_and_counted(tmp_path, built_trainers
     assert status("enq", out=str(out))["summary"]["rejected"] == r.rejected
 
 
+@pytest.mark.slow  # a real search
 def test_duplicate_graph_is_not_trained_twice(tmp_path, built_trainers):
     out = tmp_path / "out"
     study = journal_study(out, "dup")
@@ -676,6 +697,7 @@ def test_enqueued_trials_that_fill_the_budget_are_run(tmp_path, fake_trainer):
     assert fake_trainer.built == ["00000", "00001"] and r.complete + r.pruned == 2
 
 
+@pytest.mark.slow  # a real search
 def test_nan_trial_fails_and_the_others_complete(tmp_path, monkeypatch, capsys):
     step = Trainer.train_step
 
@@ -732,6 +754,7 @@ class PoisonSplit:
         return "<test split: not for searches>"
 
 
+@pytest.mark.slow  # a real search
 def test_search_never_reads_the_test_split(tmp_path, monkeypatch):
     touched: list = []
     real = kdata.get_dataset
@@ -776,6 +799,7 @@ def test_search_view_carves_validation_and_drops_test(tmp_path):
     assert not (tmp_path / "out").exists()  # refused before any study was created
 
 
+@pytest.mark.slow  # a real search
 def test_cli_val_size_accepts_a_count(tmp_path, capsys):
     space = write_space(tmp_path / "s.yaml", nodes=2)
     args = cli_search_args(space, tmp_path / "out", "count", 1, 1)
@@ -783,12 +807,14 @@ def test_cli_val_size_accepts_a_count(tmp_path, capsys):
     assert cli(args) == 0, capsys.readouterr().err
 
 
+@pytest.mark.slow  # a real search
 def test_builtin_space_runs_on_synthetic(tmp_path):
     r = search("ktg-4gates-2nodes", "synthetic", trials=2, epochs=1, val_size=0.25,
                out=str(tmp_path / "out"), config=dict(TINY_CONFIG))
     assert r.trials == 2
 
 
+@pytest.mark.slow  # a real search
 def test_ensemble_space_scores_the_ensemble(tmp_path):
     """ens-2nodes: the score of a trial is its ensemble node's val accuracy."""
     r = search("ens-2nodes", "synthetic", trials=3, epochs=1, val_size=0.25, seed=1,
@@ -820,6 +846,7 @@ def test_storage_urls_and_errors(tmp_path):
     assert resolve_url("postgresql://h/db", Path("a")) == "postgresql://h/db"
 
 
+@pytest.mark.slow  # a real search
 def test_sqlite_with_two_workers_is_refused(tmp_path, built_trainers, capsys):
     space = write_space(tmp_path / "s.yaml", nodes=2)
     url = f"sqlite:///{tmp_path}/s.db"
@@ -902,7 +929,8 @@ def pg_url():
     data, port = root / "data", _free_port()
 
     def run(*cmd, check=True):
-        proc = subprocess.run(as_user + [str(c) for c in cmd], capture_output=True, text=True, timeout=120)
+        proc = subprocess.run(as_user + [str(c) for c in cmd], capture_output=True, text=True,
+                              timeout=WAIT_S)
         if check and proc.returncode != 0:
             log = (root / "server.log").read_text() if (root / "server.log").exists() else ""
             pytest.fail(f"{' '.join(map(str, cmd))} failed:\n{proc.stdout}{proc.stderr}{log}")
@@ -913,7 +941,8 @@ def pg_url():
         run(f"{bindir}/initdb", "-D", data, "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync")
         opts = (f"-h 127.0.0.1 -p {port} -k {root} -c fsync=off -c synchronous_commit=off "
                 "-c full_page_writes=off -c max_connections=60")
-        run(f"{bindir}/pg_ctl", "-D", data, "-l", root / "server.log", "-w", "-t", "60", "-o", opts, "start")
+        run(f"{bindir}/pg_ctl", "-D", data, "-l", root / "server.log", "-w", "-t", str(int(WAIT_S)), "-o", opts,
+            "start")
         started = True
         run(f"{bindir}/createdb", "-h", "127.0.0.1", "-p", port, "-U", "postgres", "ktg")
         yield f"postgresql://postgres@127.0.0.1:{port}/ktg"
@@ -938,45 +967,51 @@ def _snapshot(url: str, name: str) -> list:
         storage.engine.dispose()
 
 
-PG_TRIALS, PG_GRACE_S = 6, 3
+PG_TRIALS, PG_HEARTBEAT_S, PG_GRACE_S = 6, 1, 6
 
 
 @pytest.fixture(scope="module")
 def pg_killed(pg_url, tmp_path_factory):
     """Two ``ktgfast search`` processes (one worker each, like two machines,
     sharing the output folder) work on one PostgreSQL study; one is SIGKILLed
-    mid-trial, the other goes on; after the heartbeat grace period (3 s here,
-    through the helper's knobs) the same command is run once more."""
+    mid-trial, the other goes on; once the dead trial's heartbeat is stale
+    (grace period 6 s here, through the helper's knobs) the same command is run
+    once more.  Every step waits for an event: the worker to be killed hangs
+    inside a trial and writes a marker; the other waits for that marker inside
+    a trial of its own (so both run trials side by side); the restart waits
+    until the storage reports the dead trial stale (or already failed)."""
     root = tmp_path_factory.mktemp("pg")
     pg_url = psycopg2_url(pg_url)
     space = write_space(root / "pg.yaml", nodes=2, gates=["through", "linear"])
     cmd = [sys.executable, str(HELPER), "cli",
            *cli_search_args(space, root / "out", "pgkill", PG_TRIALS, 3, "--storage", pg_url, "--workers", "1")]
-    env = child_env(root, KTGFAST_TEST_EPOCH_SLEEP=0.3, KTGFAST_TEST_HEARTBEAT_S=1,
-                    KTGFAST_TEST_GRACE_S=PG_GRACE_S)
-    # the worker to be killed trains slowly (3 s an epoch): it is surely inside a trial
-    slow = {**env, "KTGFAST_TEST_EPOCH_SLEEP": "3"}
+    env = child_env(root, KTGFAST_TEST_HEARTBEAT_S=PG_HEARTBEAT_S, KTGFAST_TEST_GRACE_S=PG_GRACE_S)
+    marker = root / "hung"
+    to_kill = {**env, "KTGFAST_TEST_HANG": str(marker)}
+    survivor = {**env, "KTGFAST_TEST_AWAIT": str(marker)}
     logs = [open(root / f"worker{i}.log", "w") for i in range(2)]
     procs = [subprocess.Popen(cmd, env=e, stdout=log, stderr=subprocess.STDOUT)
-             for e, log in zip((slow, env), logs)]
-    watch = optuna.storages.RDBStorage(pg_url)
+             for e, log in zip((to_kill, survivor), logs)]
+    watch = optuna.storages.RDBStorage(pg_url, heartbeat_interval=PG_HEARTBEAT_S,
+                                       grace_period=PG_GRACE_S)
+
+    def to_kill_alive():
+        assert procs[0].poll() is None, "\n".join((root / f"worker{i}.log").read_text() for i in range(2))
+
     try:
-        deadline, running = time.monotonic() + 120, []
-        # both inside a trial (or the fast one already done and the slow one inside)
-        while len(running) < (2 if procs[1].poll() is None else 1):
-            assert procs[0].poll() is None, \
-                "\n".join((root / f"worker{i}.log").read_text() for i in range(2))
-            assert time.monotonic() < deadline, "the two workers never ran trials side by side"
-            time.sleep(0.1)
-            try:
-                running = optuna.load_study(study_name="pgkill", storage=watch).get_trials(
-                    states=(TrialState.RUNNING,))
-            except KeyError:
-                pass
+        wait_for(marker.exists, "the worker to be killed hanging inside a trial", check=to_kill_alive)
+        hung = int(marker.read_text())
+        study = optuna.load_study(study_name="pgkill", storage=watch)
+        running = study.get_trials(states=(TrialState.RUNNING,))
         os.kill(procs[0].pid, signal.SIGKILL)
-        killed_at = time.monotonic()
-        procs[0].wait(timeout=30)
-        survivor_rc = procs[1].wait(timeout=240)
+        procs[0].wait()
+        survivor_rc = procs[1].wait(timeout=WAIT_S)
+        after_survivor = _snapshot(pg_url, "pgkill")
+        # the dead trial stays RUNNING until a worker finds its heartbeat stale
+        dead_id = next(t._trial_id for t in running if t.number == hung)
+        wait_for(lambda: dead_id in watch._get_stale_trial_ids(study._study_id)
+                 or watch.get_trial(dead_id).state != TrialState.RUNNING,
+                 "the killed worker's trial going stale", poll=0.2)
     finally:
         watch.engine.dispose()
         for p in procs:
@@ -985,15 +1020,14 @@ def pg_killed(pg_url, tmp_path_factory):
                 p.wait()
         for log in logs:
             log.close()
-    after_survivor = _snapshot(pg_url, "pgkill")
-    time.sleep(max(0.0, killed_at + PG_GRACE_S + 2.5 - time.monotonic()))
-    restart = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
-    return SimpleNamespace(url=pg_url, root=root, running_at_kill={t.number for t in running},
+    restart = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=WAIT_S)
+    return SimpleNamespace(url=pg_url, root=root, running_at_kill={t.number for t in running}, hung=hung,
                            killed_rc=procs[0].returncode, survivor_rc=survivor_rc,
                            survivor_log=(root / "worker1.log").read_text(), restart=restart,
                            after_survivor=after_survivor, final=_snapshot(pg_url, "pgkill"))
 
 
+@pytest.mark.slow  # PostgreSQL, subprocess workers
 def test_postgres_workers_share_the_study_and_recover_a_killed_trial(pg_killed, capsys):
     k = pg_killed
     assert k.killed_rc == -signal.SIGKILL
@@ -1010,7 +1044,7 @@ def test_postgres_workers_share_the_study_and_recover_a_killed_trial(pg_killed, 
             assert not t.intermediate_values
     # the dead worker's trial is failed by its stale heartbeat and queued again
     (dead,) = [t for t in k.final if t.state == TrialState.FAIL]
-    assert dead.number in k.running_at_kill
+    assert dead.number in k.running_at_kill and dead.number == k.hung
     (retry,) = [t for t in k.final if t.system_attrs.get("retry_of") == dead.number]
     assert retry.params == dead.params and retry.number > dead.number
     assert not [t for t in k.final if t.state == TrialState.RUNNING]
@@ -1019,6 +1053,7 @@ def test_postgres_workers_share_the_study_and_recover_a_killed_trial(pg_killed, 
     assert f"trials={len(k.final)}" in capsys.readouterr().out
 
 
+@pytest.mark.slow  # PostgreSQL, subprocess workers
 def test_postgres_study_finishes_after_a_worker_is_killed(pg_killed):
     final = pg_killed.final
     assert not [t.number for t in final if t.state in (TrialState.RUNNING, TrialState.WAITING)]
@@ -1027,6 +1062,7 @@ def test_postgres_study_finishes_after_a_worker_is_killed(pg_killed):
     assert len(counted) == PG_TRIALS and all(t.state in DONE for t in counted)
 
 
+@pytest.mark.slow  # PostgreSQL
 def test_postgres_plain_url_opens_the_server(pg_url):
     storage = open_storage(pg_url)
     try:

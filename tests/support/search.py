@@ -9,16 +9,28 @@ Run as a script it is the ``__main__`` of a child process (the module is then
 re-imported by every ``spawn`` worker as ``__mp_main__``, so they see
 ``tinysyn`` too):
 
-    python tests/search_helpers.py cli search --data tinysyn ...   # ktgfast's CLI
-    python tests/search_helpers.py search '{"space": ..., ...}'    # ktgfast.search.search(**json)
-    python tests/search_helpers.py asha '{"journal": ..., ...}'    # the fake ASHA driver
+    python tests/support/search.py cli search --data tinysyn ...   # ktgfast's CLI
+    python tests/support/search.py search '{"space": ..., ...}'    # ktgfast.search.search(**json)
+    python tests/support/search.py asha '{"journal": ..., ...}'    # the fake ASHA driver
 
 Test-only knobs read from the environment in such a child (monkeypatches of
-module attributes, no source file is touched):
-``KTGFAST_TEST_EPOCH_SLEEP`` seconds slept before every training epoch (so a
-trial is reliably caught mid-flight), ``KTGFAST_TEST_HEARTBEAT_S`` /
-``KTGFAST_TEST_GRACE_S`` override ``ktgfast.search.storage.HEARTBEAT_S`` /
-``GRACE_S``, and search workers always use one intra-op thread.
+module attributes, no source file is touched).  They make a test wait for
+events, never for a guessed time:
+
+- ``KTGFAST_TEST_HANG=PATH``: at the first training epoch of a trial this
+  process writes the trial's folder name (``00003``) to PATH, then blocks
+  until it is killed (a worker reliably killed mid-trial);
+- ``KTGFAST_TEST_AWAIT=PATH``: before the first training epoch of a trial this
+  process waits until PATH exists (so it is inside a trial while another
+  process reaches its own ``KTGFAST_TEST_HANG``);
+- ``KTGFAST_TEST_BARRIER=DIR:N``: every search worker (process) of the run
+  signs in to DIR at the first training epoch of a trial, or when it ends,
+  whichever comes first, and then waits until N have signed in: with N workers
+  at least two trials provably run side by side;
+- ``KTGFAST_TEST_HEARTBEAT_S`` / ``KTGFAST_TEST_GRACE_S`` override
+  ``ktgfast.search.storage.HEARTBEAT_S`` / ``GRACE_S``;
+
+and search workers always use one intra-op thread.
 """
 from __future__ import annotations
 
@@ -31,9 +43,13 @@ from pathlib import Path
 
 import yaml
 
-from ktgfast.data import DATASETS, get_dataset, register_dataset
-
 HERE = Path(__file__).resolve()
+if __name__ in ("__main__", "__mp_main__") and str(HERE.parents[1]) not in sys.path:
+    sys.path.insert(0, str(HERE.parents[1]))  # run as a script: ``support`` from tests/
+
+from ktgfast.data import DATASETS, get_dataset, register_dataset  # noqa: E402
+from support.wait import wait_for, write_atomic  # noqa: E402
+
 TINY = "tinysyn"
 TINY_CONFIG = {"batch_size": 64, "lr": 0.05, "schedule": "constant", "augment": "none",
                "eval_batch_size": 256}
@@ -122,7 +138,8 @@ def drive_asha(journal: str, curves, start: int = 0, stop: int | None = None,
                hang: tuple[int, int] | None = None, marker: str | None = None) -> dict:
     """The fake objective: curve ``i`` is reported epoch by epoch (``should_prune``
     after every report) by a trial tagged ``curve=i``.  ``hang=(i, e)``: write
-    ``marker`` and sleep before reporting epoch ``e`` of curve ``i`` (to be killed)."""
+    ``marker`` (atomically: the trial's number) and block before reporting
+    epoch ``e`` of curve ``i``, until the process is killed."""
     from optuna.trial import TrialState
 
     study = open_asha_study(journal)
@@ -131,8 +148,8 @@ def drive_asha(journal: str, curves, start: int = 0, stop: int | None = None,
         trial.set_user_attr("curve", idx)
         for epoch, value in enumerate(curves[idx], 1):
             if hang is not None and (idx, epoch) == tuple(hang):
-                Path(marker).write_text(str(trial.number))
-                time.sleep(600)
+                write_atomic(marker, str(trial.number))
+                _block_until_killed()
             trial.report(value, epoch)
             if trial.should_prune():
                 study.tell(trial, state=TrialState.PRUNED)
@@ -153,28 +170,90 @@ def asha_decisions(study) -> dict:
 
 
 # ------------------------------------------------------------ child process
+def _block_until_killed() -> None:
+    """A process hung on purpose, to be killed by the test (not a timing guess:
+    the test waits for the marker written just before, then kills)."""
+    while True:
+        time.sleep(3600)
+
+
+class _Barrier:
+    """Every process of a run signs in to a folder once; ``wait`` returns when
+    ``n`` have signed in."""
+
+    def __init__(self, spec: str):
+        folder, n = spec.rsplit(":", 1)
+        self.dir, self.n, self.signed = Path(folder), int(n), False
+
+    def sign_in(self) -> None:
+        if not self.signed:
+            self.dir.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.dir / f"worker-{os.getpid()}", "")
+            self.signed = True
+
+    def wait(self) -> None:
+        wait_for(lambda: len(list(self.dir.glob("worker-*"))) >= self.n,
+                 f"{self.n} search workers signed in to {self.dir}")
+
+
+_first_epoch_seen = False
+
+
+def _before_first_epoch(config, barrier: _Barrier | None) -> None:
+    """The knobs acting at the first training epoch of a trial in this process."""
+    if os.environ.get("KTGFAST_TEST_AWAIT"):
+        mark = Path(os.environ["KTGFAST_TEST_AWAIT"])
+        wait_for(mark.exists, f"marker {mark}")
+    if barrier is not None:
+        barrier.sign_in()
+        barrier.wait()
+    if os.environ.get("KTGFAST_TEST_HANG"):
+        write_atomic(os.environ["KTGFAST_TEST_HANG"], Path(config.out).name)
+        _block_until_killed()
+
+
 def _apply_test_knobs() -> None:
     import torch
 
     from ktgfast.search import storage, study
-    from ktgfast.train import Trainer
 
     torch.set_num_threads(1)
+    spec = os.environ.get("KTGFAST_TEST_BARRIER")
+    barrier = _Barrier(spec) if spec else None
     run_worker = study.run_worker
-    study.run_worker = lambda settings, index, device, threads: run_worker(settings, index, device, 1)
+
+    def one_thread_worker(settings, index, device, threads):
+        try:
+            return run_worker(settings, index, device, 1)
+        finally:  # a worker that trained nothing does not keep the others waiting
+            if barrier is not None:
+                barrier.sign_in()
+
+    study.run_worker = one_thread_worker
     if os.environ.get("KTGFAST_TEST_HEARTBEAT_S"):
         storage.HEARTBEAT_S = int(os.environ["KTGFAST_TEST_HEARTBEAT_S"])
     if os.environ.get("KTGFAST_TEST_GRACE_S"):
         storage.GRACE_S = int(os.environ["KTGFAST_TEST_GRACE_S"])
-    pause = float(os.environ.get("KTGFAST_TEST_EPOCH_SLEEP", "0") or 0)
-    if pause > 0:
-        train_epoch = Trainer.train_epoch
+    if not any(os.environ.get(k) for k in ("KTGFAST_TEST_AWAIT", "KTGFAST_TEST_BARRIER",
+                                           "KTGFAST_TEST_HANG")):
+        return
+    make_trainer = study.Trainer  # what the search's objective builds for a trial
 
-        def slow_epoch(self):
-            time.sleep(pause)
-            return train_epoch(self)
+    def trainer_with_knobs(graph, data, config=None, **kw):
+        trainer = make_trainer(graph, data, config, **kw)
+        train_epoch = trainer.train_epoch
 
-        Trainer.train_epoch = slow_epoch
+        def first_epoch_knobs():
+            global _first_epoch_seen
+            if not _first_epoch_seen:
+                _first_epoch_seen = True
+                _before_first_epoch(config, barrier)
+            return train_epoch()
+
+        trainer.train_epoch = first_epoch_knobs
+        return trainer
+
+    study.Trainer = trainer_with_knobs
 
 
 if __name__ == "__mp_main__":  # re-imported by a spawned search worker
