@@ -81,6 +81,7 @@ def test_require_dali_says_how_to_install(monkeypatch, split):
         DaliLoader(split, 8, mean=MEAN, std=STD)
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch
 def test_module_import_does_not_import_dali():
     code = ("import sys, ktgfast.data.dali as d; "
             "assert 'nvidia.dali' not in sys.modules, 'DALI imported eagerly'; "
@@ -223,6 +224,7 @@ def test_strong_view_keeps_labels_aligned():
 
 # ---------------------------------------------------------------------------- seeds and shards
 
+@pytest.mark.slow  # five DALI pipelines run epoch by epoch
 def test_epochs_reproducible_under_seed(noise_split):
     def loader(seed):
         return DaliLoader(noise_split, 16, augment=Augment(), strong=RandAugmentSpec(),
@@ -309,7 +311,7 @@ def test_folder_resize_then_centre_crop(folder):
     assert shapes == {(3, 32, 32)}
 
 
-@pytest.mark.parametrize("two_views", [False, True])
+@pytest.mark.parametrize("two_views", [False, pytest.param(True, marks=pytest.mark.slow)])
 def test_folder_train_sharded_reproducible(folder, two_views):
     strong = RandAugmentSpec() if two_views else None
     shards = []

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from support.wait import WAIT_S
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # How the extension goes missing, and the import error text the hint must carry.
@@ -45,12 +47,12 @@ assert ktgfast.__version__
 assert not ops.extension_available()
 assert not hasattr(torch.ops.ktgfast, "gated_edge_loss")
 # the pure-Python parts keep working
-table = EdgeTable([EdgeSpec(0, 1), EdgeSpec("label", 0, "ce")], 2)
+table = EdgeTable([EdgeSpec(src=0, dst=1), EdgeSpec(src="label", dst=0, loss="ce")], 2)
 z = torch.randn(2, 3, 4)
 y = torch.tensor([0, 1, 2])
 out = ref.gated_edge_loss(z, y, table)
 assert out.edge_loss.shape == (2,)
-for edges in (table, [EdgeSpec(0, 1)]):
+for edges in (table, [EdgeSpec(src=0, dst=1)]):
     try:
         ops.gated_edge_loss(z, y, edges)
     except RuntimeError as exc:
@@ -61,12 +63,13 @@ for edges in (table, [EdgeSpec(0, 1)]):
 """
 
 
+@pytest.mark.slow  # a fresh interpreter importing torch
 @pytest.mark.parametrize("how", list(BLOCKERS))
 def test_missing_extension_gives_actionable_error(how):
     block, original = BLOCKERS[how]
     proc = subprocess.run(
         [sys.executable, "-c", SCRIPT.format(block=block)],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
+        cwd=ROOT, capture_output=True, text=True, timeout=WAIT_S,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     messages = proc.stdout.split("MESSAGE-BEGIN")[1:]

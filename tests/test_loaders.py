@@ -384,6 +384,7 @@ def test_torch_loader_shapes_and_alignment():
     assert torch.equal(denormalize(cat_field(got, 0)), s.images.long())
 
 
+@pytest.mark.slow  # DataLoader worker processes
 @needs_torchvision
 def test_torch_loader_two_views_and_determinism():
     s = make_split(64, size=16)

@@ -264,6 +264,7 @@ def test_channels_last_matches_contiguous(name, kw):
     torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow  # torch.compile (Dynamo) of every model
 @pytest.mark.parametrize("name,kw", CASES[:3] + CASES[4:])
 def test_traces_as_one_graph(name, kw):
     """fullgraph=True fails on any graph break (data-dependent Python control
