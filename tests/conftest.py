@@ -1,6 +1,11 @@
-"""Shared fixtures of the ktgfast test suite.  (Helpers live in the test modules
-themselves: a ``from conftest import ...`` breaks when pytest also collects the
-benchmarks/ folder, which has a conftest.py of its own.)"""
+"""Shared fixtures of the ktgfast test suite.  Shared helpers live in the
+tests/support/ package (``from support.ops import ...``), never here: a
+``from conftest import ...`` breaks when pytest also collects the benchmarks/
+folder, which has a conftest.py of its own.
+
+Tiers: ``python -m pytest -m "not slow" tests`` is the fast loop; the tests
+marked ``slow`` (training runs, subprocess workers, PostgreSQL, torch.compile
+and extension builds) run in the full suite."""
 from __future__ import annotations
 
 import pytest
