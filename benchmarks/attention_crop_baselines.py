@@ -15,14 +15,16 @@ against ktgfast before they are timed), only their *style* differs:
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
-from ktgfast.edges import GATE_KINDS, EdgeSpec
+from ktgfast.edges import (GATES, SCHEDULES, EdgeSpec, GateSource, coef_factors, gate_weight,
+                           schedule_factor)
+
+_GATE_ORDER = sorted(GATES.values(), key=lambda g: g.code)
 
 
 def _window(center: int, size: int, extent: int) -> tuple[int, int]:
@@ -33,13 +35,13 @@ def _window(center: int, size: int, extent: int) -> tuple[int, int]:
 
 
 def _host_gate(spec: EdgeSpec, progress: float) -> float:
-    if spec.gate == "linear":
-        return progress
-    if spec.gate == "neg_linear":
-        return 1.0 - progress
-    if spec.gate == "sine":
-        return 0.5 + 0.5 * math.sin(2 * math.pi * spec.f * progress + spec.phi)
-    return 1.0  # through; correct / threshold are per-sample masks
+    """The progress-only part of the gate and the coefficient schedule, as a
+    Python float (the table's references); per-sample gates are masks."""
+    p = torch.tensor(progress, dtype=torch.float64)
+    factor = float(schedule_factor(spec.coef_schedule.kind, spec.coef_schedule.as_dict(), p))
+    if GATES[spec.gate.kind].per_sample:
+        return factor
+    return factor * float(gate_weight(spec.gate.kind, spec.gate.as_dict(), p, None))
 
 
 def per_sample_loop(
@@ -60,17 +62,17 @@ def per_sample_loop(
     for t, qt in enumerate(maps):
         loss_t = 0
         for spec in specs:
-            if spec.dst != t or spec.gate == "cutoff":
+            if spec.dst != t or GATES[spec.gate.kind].skip:
                 continue
             weight = _host_gate(spec, progress)
             if weight <= 0:
                 continue
             qs = maps[spec.src].detach()
             keep = None
-            if spec.gate == "correct":
-                keep = (logits[spec.src].argmax(1) == labels).tolist()
-            elif spec.gate == "threshold":
-                keep = (F.softmax(logits[spec.src], 1).amax(1) > spec.tau).tolist()
+            if GATES[spec.gate.kind].per_sample:  # correct, threshold
+                mask = gate_weight(spec.gate.kind, spec.gate.as_dict(), torch.zeros(()),
+                                   GateSource(logits[spec.src], labels))
+                keep = (mask > 0).tolist()
             edge = 0
             for n in range(batch):
                 if keep is not None and not keep[n]:
@@ -105,23 +107,25 @@ class VectorTable:
     src: torch.Tensor      # (E,) int64
     dst: torch.Tensor      # (E,) int64
     is_pull: torch.Tensor  # (E, 1) bool
-    gate: torch.Tensor     # (E,) int64, GATE_KINDS codes
+    gate: torch.Tensor     # (E,) int64, gate codes
     coef: torch.Tensor     # (E,) weight
-    f: torch.Tensor        # (E,) sine frequency
-    phi: torch.Tensor      # (E,) sine phase
-    tau: torch.Tensor      # (E, 1) threshold
+    params: dict           # gate parameter name -> (E, 1) column (its default where unused)
+    schedule: tuple        # (codes (E,) int64, lengths (E,) float64) of the coefficient schedules
 
     @classmethod
     def build(cls, specs: Sequence[EdgeSpec], dtype=torch.float32) -> "VectorTable":
         def col(values, dt):
             return torch.tensor(values, dtype=dt)
 
+        names = {p.name for g in GATES.values() for p in g.params}
         return cls(
             col([s.src for s in specs], torch.long), col([s.dst for s in specs], torch.long),
             col([s.loss == "pull" for s in specs], torch.bool)[:, None],
-            col([GATE_KINDS[s.gate] for s in specs], torch.long),
-            col([s.weight for s in specs], dtype), col([s.f for s in specs], dtype),
-            col([s.phi for s in specs], dtype), col([s.tau for s in specs], dtype)[:, None],
+            col([GATES[s.gate.kind].code for s in specs], torch.long),
+            col([s.weight for s in specs], dtype),
+            {n: col([getattr(s.gate, n) for s in specs], dtype)[:, None] for n in sorted(names)},
+            (col([SCHEDULES[s.coef_schedule.kind].code for s in specs], torch.long),
+             col([s.coef_schedule.as_dict().get("length", 1.0) for s in specs], torch.float64)),
         )
 
 
@@ -156,14 +160,14 @@ def vectorised(
             sq = sq / (kh * kw)
         per = per + torch.where(table.is_pull, sq, (u * v).sum(-1))
     per = per / len(crop_sizes)
-    # gates (E, B): every kind computed, each edge picks its own
+    # gates (E, B): every kind computed by the table's reference, each edge picks its own
     z = logits.detach().to(maps.dtype)
     ones = torch.ones(e, b, dtype=maps.dtype)
     p = progress.to(maps.dtype)
-    correct = (z.argmax(-1) == labels).to(maps.dtype)[table.src]
-    thresh = (F.softmax(z, -1).amax(-1)[table.src] > table.tau).to(maps.dtype)
-    sine = (0.5 + 0.5 * torch.sin(2 * math.pi * table.f * p + table.phi))[:, None] * ones
-    kinds = torch.stack([ones, 0 * ones, p * ones, (1 - p) * ones, correct, sine, thresh])
+    source = GateSource(correct=(z.argmax(-1) == labels)[table.src],
+                        max_prob=F.softmax(z, -1).amax(-1)[table.src])
+    kinds = torch.stack([g.weight(p, table.params, source) * ones for g in _GATE_ORDER])
     g = kinds.gather(0, table.gate[None, :, None].expand(1, e, b))[0].clamp_min(0)
-    edge = table.coef * torch.where(g > 0, g * per, torch.zeros_like(per)).sum(1) / b
+    coef = table.coef * coef_factors(*table.schedule, progress).to(maps.dtype)
+    edge = coef * torch.where(g > 0, g * per, torch.zeros_like(per)).sum(1) / b
     return torch.zeros(m, dtype=edge.dtype).index_add(0, table.dst, edge)

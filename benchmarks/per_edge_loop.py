@@ -15,24 +15,29 @@ backward) is the public code's.
 """
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
-from ktgfast.edges import EdgeSpec
+from ktgfast.edges import GATES, EdgeSpec, GateSource, gate_weight, schedule_factor
 
 
 def _host_gate(spec: EdgeSpec, progress: float) -> float:
-    """Scalar gates as public code computes them: a Python float per step."""
-    if spec.gate == "linear":
-        return progress
-    if spec.gate == "neg_linear":
-        return 1.0 - progress
-    if spec.gate == "sine":
-        return 0.5 + 0.5 * math.sin(2 * math.pi * spec.f * progress + spec.phi)
-    return 1.0  # through; correct / threshold are per-sample masks (below)
+    """Scalar gates as public code computes them: a Python float per step
+    (times the edge's coefficient schedule), from the table's reference;
+    per-sample gates are masks (below)."""
+    p = torch.tensor(progress, dtype=torch.float64)
+    factor = float(schedule_factor(spec.coef_schedule.kind, spec.coef_schedule.as_dict(), p))
+    if GATES[spec.gate.kind].per_sample:
+        return factor
+    return factor * float(gate_weight(spec.gate.kind, spec.gate.as_dict(), p, None))
+
+
+def _host_mask(spec: EdgeSpec, zs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """A per-sample gate's 0/1 mask, from the table's reference."""
+    p = torch.zeros((), dtype=zs.dtype)
+    return gate_weight(spec.gate.kind, spec.gate.as_dict(), p, GateSource(zs, labels)).float()
 
 
 def per_edge_loop(
@@ -52,7 +57,7 @@ def per_edge_loop(
     for t, zt in enumerate(logits):
         loss_t = 0
         for spec in specs:
-            if spec.dst != t or spec.gate == "cutoff":
+            if spec.dst != t or GATES[spec.gate.kind].skip:
                 continue
             zs = None if spec.from_label else logits[spec.src].detach()
             T = spec.T
@@ -61,12 +66,8 @@ def per_edge_loop(
             if weight == 0:
                 continue
             mask = None
-            if zs is not None and spec.gate == "correct":
-                mask = (zs.argmax(dim=1) == labels).float()
-                if mask.sum().item() == 0:
-                    continue
-            elif zs is not None and spec.gate == "threshold":
-                mask = (F.softmax(zs, dim=1).max(dim=1).values > spec.tau).float()
+            if zs is not None and GATES[spec.gate.kind].per_sample:  # correct, threshold
+                mask = _host_mask(spec, zs, labels)
                 if mask.sum().item() == 0:
                     continue
 

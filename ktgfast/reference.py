@@ -1,18 +1,20 @@
 """Pure-PyTorch references of every ktgfast op, written plainly (one edge at a
-time, standard functional losses) so they can be read against the SPEC.  Tests
-compare the compiled kernels' forward and gradient with these; they also serve
-as a slow fallback.
+time, standard functional losses) so they can be read against the formulas of
+the papers (``ktgfast.edges.kinds`` holds each gate's, loss's and schedule's
+reference; this module walks the edges with them).  Tests compare the compiled
+kernels' forward and gradient with these; they also serve as a slow fallback.
 """
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 
-from .edges import REDUCTIONS, EdgeSpec, EdgeTable
+from .edges import (ATTENTION_LOSS_KINDS, GATES, LOSSES, PULL_NORMS, REDUCTIONS, AttentionEdgeTable,
+                    EdgeSpec, EdgeTable, GateSource, gate_weight, schedule_factor)
 from .ops import EdgeLoss
+from .ops.pcgrad import PCGradResult
 
 
 def _specs(edges: EdgeTable | Sequence[EdgeSpec], num_slots: int) -> tuple[EdgeSpec, ...]:
@@ -25,42 +27,23 @@ def gate_weights(
     spec: EdgeSpec, zs: torch.Tensor | None, labels: torch.Tensor, progress: torch.Tensor
 ) -> torch.Tensor:
     """Per-sample gate weights ``(B,)`` of one edge (``zs`` None for the label)."""
-    b = labels.shape[0]
-    dtype = progress.dtype
-    ones = torch.ones(b, dtype=dtype, device=labels.device)
-    if spec.gate == "through":
-        return ones
-    if spec.gate == "cutoff":
-        return torch.zeros_like(ones)
-    if spec.gate == "linear":
-        return progress * ones
-    if spec.gate == "neg_linear":
-        return (1 - progress) * ones
-    if spec.gate == "sine":
-        return (0.5 + 0.5 * torch.sin(2 * math.pi * spec.f * progress + spec.phi)) * ones
-    if zs is None:  # correct / threshold from the label always pass
-        return ones
-    if spec.gate == "correct":
-        return (zs.argmax(-1) == labels).to(dtype)
-    if spec.gate == "threshold":
-        return (F.softmax(zs, -1).amax(-1) > spec.tau).to(dtype)
-    raise ValueError(f"unknown gate {spec.gate!r}")
+    ones = torch.ones(labels.shape[0], dtype=progress.dtype, device=labels.device)
+    source = None if zs is None else GateSource(zs, labels)
+    return gate_weight(spec.gate.kind, spec.gate.as_dict(), progress, source) * ones
+
+
+def coef_factor(spec: EdgeSpec, progress: torch.Tensor) -> torch.Tensor:
+    """The edge's coefficient schedule at ``progress`` (a scalar tensor)."""
+    return schedule_factor(spec.coef_schedule.kind, spec.coef_schedule.as_dict(), progress)
 
 
 def per_sample_loss(
     spec: EdgeSpec, zt: torch.Tensor, zs: torch.Tensor | None, labels: torch.Tensor
 ) -> torch.Tensor:
     """Per-sample loss ``(B,)`` of one edge, before gate and coefficient."""
-    T = spec.T
-    if zs is None or spec.loss == "ce":
-        return F.cross_entropy(zt / T, labels, reduction="none")
-    if spec.loss == "kl":
-        return F.kl_div(F.log_softmax(zt / T, -1), F.softmax(zs / T, -1), reduction="none").sum(-1)
-    if spec.loss == "cos":
-        return F.cosine_similarity(F.softmax(zt / T, -1), F.softmax(zs / T, -1), dim=-1)
-    if spec.loss == "pl":
-        return F.cross_entropy(zt / T, zs.argmax(-1), reduction="none")
-    raise ValueError(f"unknown loss {spec.loss!r}")
+    if spec.loss not in LOSSES:
+        raise ValueError(f"unknown loss {spec.loss!r}")
+    return LOSSES[spec.loss].reference(zt, zs, labels, spec.T)
 
 
 def gated_edge_loss(
@@ -81,12 +64,13 @@ def gated_edge_loss(
         zt = work[spec.dst]
         zs = None if spec.from_label else work[spec.src].detach()
         g = gate_weights(spec, zs, labels, prog)
-        if spec.gate == "cutoff":
+        if GATES[spec.gate.kind].skip:
             loss = work.new_zeros(())
         else:
             a = per_sample_loss(spec, zt, zs, labels)
             # A closed gate contributes nothing (also not 0 * inf).
-            loss = spec.coef * torch.where(g > 0, g * a, torch.zeros_like(a)).sum() / div
+            coef = spec.coef * coef_factor(spec, prog)
+            loss = coef * torch.where(g > 0, g * a, torch.zeros_like(a)).sum() / div
         edge_losses.append(loss)
         counts.append((g > 0).sum())
         node_loss = node_loss + F.one_hot(torch.tensor(spec.dst), m).to(work) * loss
@@ -102,14 +86,11 @@ def gated_edge_loss(
 # --------------------------------------------------------------------------
 # attention_crop_loss (thesis eqs. 4.8-4.9)
 
-PULL_NORMS = {"mean": 0, "sum": 1}
-
-
 def crop_window(center: int, size: int, extent: int) -> tuple[int, int]:
     """``(start, length)`` of a ``size``-cell window centred at ``center`` on an
     axis of ``extent`` cells.  The window starts at ``center - size // 2``; one
     that would leave the map is shifted back inside it, and one larger than the
-    map is clipped to the whole axis (SPEC §2 leaves borders open)."""
+    map is clipped to the whole axis (the thesis leaves borders open)."""
     if size >= extent:
         return 0, extent
     return min(max(center - size // 2, 0), extent - size), size
@@ -120,6 +101,9 @@ def attention_crop_terms(
 ) -> torch.Tensor:
     """Per-sample loss (before gate and coefficient) of one attention edge for
     one sample: ``src_map`` and ``dst_map`` are ``(H, W)``."""
+    if loss not in ATTENTION_LOSS_KINDS:
+        raise ValueError(f"unknown attention loss {loss!r}; allowed: {', '.join(ATTENTION_LOSS_KINDS)}")
+    term = LOSSES[loss].reference
     h, w = src_map.shape
     # torch.argmax returns the first maximal index: ties go to the smallest
     # row-major position.
@@ -131,13 +115,7 @@ def attention_crop_terms(
         c0, cw = crop_window(cj, k, w)
         u = F.normalize(src_map[r0:r0 + rh, c0:c0 + cw].reshape(-1), dim=0)
         v = F.normalize(dst_map[r0:r0 + rh, c0:c0 + cw].reshape(-1), dim=0)
-        if loss == "pull":
-            sq = ((u - v) ** 2).sum()
-            terms.append(sq / u.numel() if pull == "mean" else sq)
-        elif loss == "push":
-            terms.append((u * v).sum())
-        else:
-            raise ValueError(f"unknown attention loss {loss!r}; allowed: pull, push")
+        terms.append(term(u, v, pull == "mean"))
     return torch.stack(terms).mean()
 
 
@@ -158,8 +136,6 @@ def attention_crop_loss(
     :class:`~ktgfast.edges.AttentionEdgeTable` or specs with ``loss`` pull/push.
     Gradient flows only into each edge's destination map.
     """
-    from .edges import AttentionEdgeTable
-
     m, b, _, _ = maps.shape
     specs = edges.specs if isinstance(edges, AttentionEdgeTable) else tuple(
         AttentionEdgeTable(edges, m).specs
@@ -174,14 +150,15 @@ def attention_crop_loss(
     node_loss = work.new_zeros(m)
     for spec in specs:
         g = gate_weights(spec, zwork[spec.src], labels, prog)
-        if spec.gate == "cutoff":
+        if GATES[spec.gate.kind].skip:
             loss = work.new_zeros(())
         else:
             src = work[spec.src].detach()
             a = torch.stack([
                 attention_crop_terms(src[n], work[spec.dst, n], crop_sizes, spec.loss, pull) for n in range(b)
             ]) if b else work.new_zeros(0)
-            loss = spec.weight * torch.where(g > 0, g * a, torch.zeros_like(a)).sum() / div
+            coef = spec.weight * coef_factor(spec, prog)
+            loss = coef * torch.where(g > 0, g * a, torch.zeros_like(a)).sum() / div
         edge_losses.append(loss)
         counts.append((g > 0).sum())
         node_loss = node_loss + F.one_hot(torch.tensor(spec.dst), m).to(work) * loss
@@ -214,8 +191,6 @@ def pcgrad(
     original gradients conflict, ``g_i · g_j < 0`` (symmetric, zero diagonal;
     summed over steps it gives the per-pair counts of thesis tables 4.10-4.11).
     """
-    from .ops.pcgrad import PCGradResult
-
     as_list = not isinstance(grads, torch.Tensor)
     parts = list(grads) if as_list else [grads]
     k = parts[0].shape[0]

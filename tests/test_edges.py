@@ -27,11 +27,11 @@ HEADER = Path(__file__).resolve().parents[1] / "csrc" / "common" / "gated_edge_l
 # EdgeSpec
 
 def test_edge_spec_defaults():
-    e = EdgeSpec(0, 1)
+    e = EdgeSpec(src=0, dst=1)
     assert (e.loss, e.gate, e.T, e.weight, e.t2) == ("kl", "through", 1.0, 1.0, True)
     assert (e.f, e.phi, e.tau) == (0.0, 0.0, 0.95)
     assert not e.from_label
-    assert EdgeSpec(LABEL, 1, "ce").from_label
+    assert EdgeSpec(src=LABEL, dst=1, loss="ce").from_label
     with pytest.raises(dataclasses.FrozenInstanceError):
         e.T = 2.0  # type: ignore[misc]
 
@@ -47,7 +47,7 @@ def test_edge_spec_defaults():
     (0, "kl", True, 1.0, -0.25, -0.25),
 ])
 def test_coef(src, loss, t2, T, weight, coef):
-    e = EdgeSpec(src, 1, loss, T=T, t2=t2, weight=weight)
+    e = EdgeSpec(src=src, dst=1, loss=loss, T=T, t2=t2, weight=weight)
     assert e.coef == pytest.approx(coef, rel=0, abs=0)
 
 
@@ -57,37 +57,37 @@ def test_coef(src, loss, t2, T, weight, coef):
     ("neg_linear", (0.0, 0.0)),
 ])
 def test_gate_params(gate, params):
-    assert EdgeSpec(0, 1, gate=gate, f=0.25, phi=1.5, tau=0.8).gate_params() == params
+    assert EdgeSpec(src=0, dst=1, gate=gate, f=0.25, phi=1.5, tau=0.8).gate_params() == params
 
 
 @pytest.mark.parametrize("spec,pattern", [
-    (EdgeSpec(0, 1, "mse"), r"unknown e\.loss 'mse'; allowed: kl, ce, cos, pl"),
-    (EdgeSpec(0, 1, gate="open"),
+    (EdgeSpec(src=0, dst=1, loss="mse"), r"unknown e\.loss 'mse'; allowed: kl, ce, cos, pl"),
+    (EdgeSpec(src=0, dst=1, gate="open"),
      r"unknown e\.gate 'open'; allowed: through, cutoff, linear, neg_linear, correct, sine, "
      r"threshold"),
-    (EdgeSpec(3, 1), r"e\.src = 3 is not a node; allowed: 'label' or 0\.\.2"),
-    (EdgeSpec(-1, 1), r"e\.src = -1 is not a node"),
-    (EdgeSpec(True, 1), r"e\.src must be a node index or 'label', got True"),
-    (EdgeSpec("teacher", 1), r"e\.src must be a node index or 'label', got 'teacher'"),
-    (EdgeSpec(1.0, 1), r"e\.src must be a node index or 'label', got 1\.0"),
-    (EdgeSpec(0, 5), r"e\.dst = 5 is not a node; allowed: 0\.\.2"),
-    (EdgeSpec(0, -1), r"e\.dst = -1 is not a node"),
-    (EdgeSpec(0, False), r"e\.dst = False is not a node"),
-    (EdgeSpec(0, LABEL), r"e\.dst = 'label' is not a node"),
-    (EdgeSpec(LABEL, 1, "cos"), r"loss 'cos' cannot come from the label; allowed: kl, ce"),
-    (EdgeSpec(LABEL, 1, "pl"), r"loss 'pl' cannot come from the label"),
-    (EdgeSpec(0, 1, "ce"), r"loss 'ce' is the label edge's loss"),
-    (EdgeSpec(0, 1, T=0.0), r"e\.T = 0\.0; the temperature must be a finite number > 0"),
-    (EdgeSpec(0, 1, T=-2.0), r"e\.T = -2\.0"),
-    (EdgeSpec(0, 1, T=math.inf), r"e\.T = inf"),
-    (EdgeSpec(0, 1, T=math.nan), r"e\.T = nan"),
-    (EdgeSpec(0, 1, weight=math.inf), r"e\.weight = inf; it must be finite"),
-    (EdgeSpec(0, 1, weight=math.nan), r"e\.weight = nan"),
-    (EdgeSpec(0, 1, gate="sine", f=math.inf), r"sine gate parameters must be finite, got f=inf"),
-    (EdgeSpec(0, 1, gate="sine", phi=math.nan), r"got f=0\.0, phi=nan"),
-    (EdgeSpec(0, 1, tau=1.5), r"e\.tau = 1\.5; a probability threshold must be in \[0, 1\]"),
-    (EdgeSpec(0, 1, tau=-0.1), r"e\.tau = -0\.1"),
-    (EdgeSpec(0, 1, tau=math.nan), r"e\.tau = nan"),
+    (EdgeSpec(src=3, dst=1), r"e\.src = 3 is not a node; allowed: 'label' or 0\.\.2"),
+    (EdgeSpec(src=-1, dst=1), r"e\.src = -1 is not a node"),
+    (EdgeSpec(src=True, dst=1), r"e\.src must be a node index or 'label', got True"),
+    (EdgeSpec(src="teacher", dst=1), r"e\.src must be a node index or 'label', got 'teacher'"),
+    (EdgeSpec(src=1.0, dst=1), r"e\.src must be a node index or 'label', got 1\.0"),
+    (EdgeSpec(src=0, dst=5), r"e\.dst = 5 is not a node; allowed: 0\.\.2"),
+    (EdgeSpec(src=0, dst=-1), r"e\.dst = -1 is not a node"),
+    (EdgeSpec(src=0, dst=False), r"e\.dst = False is not a node"),
+    (EdgeSpec(src=0, dst=LABEL), r"e\.dst = 'label' is not a node"),
+    (EdgeSpec(src=LABEL, dst=1, loss="cos"), r"loss 'cos' cannot come from the label; allowed: kl, ce"),
+    (EdgeSpec(src=LABEL, dst=1, loss="pl"), r"loss 'pl' cannot come from the label"),
+    (EdgeSpec(src=0, dst=1, loss="ce"), r"loss 'ce' is the label edge's loss"),
+    (EdgeSpec(src=0, dst=1, T=0.0), r"e\.T = 0\.0; the temperature must be a finite number > 0"),
+    (EdgeSpec(src=0, dst=1, T=-2.0), r"e\.T = -2\.0"),
+    (EdgeSpec(src=0, dst=1, T=math.inf), r"e\.T = inf"),
+    (EdgeSpec(src=0, dst=1, T=math.nan), r"e\.T = nan"),
+    (EdgeSpec(src=0, dst=1, weight=math.inf), r"e\.weight = inf; it must be finite"),
+    (EdgeSpec(src=0, dst=1, weight=math.nan), r"e\.weight = nan"),
+    (EdgeSpec(src=0, dst=1, gate="sine", f=math.inf), r"sine gate parameters must be finite, got f=inf"),
+    (EdgeSpec(src=0, dst=1, gate="sine", phi=math.nan), r"got f=0\.0, phi=nan"),
+    (EdgeSpec(src=0, dst=1, gate="threshold", tau=1.5), r"e\.tau = 1\.5; a probability threshold must be in \[0, 1\]"),
+    (EdgeSpec(src=0, dst=1, gate="threshold", tau=-0.1), r"e\.tau = -0\.1"),
+    (EdgeSpec(src=0, dst=1, gate="threshold", tau=math.nan), r"e\.tau = nan"),
 ])
 def test_validate_errors(spec, pattern):
     with pytest.raises(ValueError, match=pattern):
@@ -95,11 +95,11 @@ def test_validate_errors(spec, pattern):
 
 
 @pytest.mark.parametrize("spec", [
-    EdgeSpec(0, 0),                      # self-loop (consistency edge)
-    EdgeSpec(2, 0, "cos", "correct"),
-    EdgeSpec(LABEL, 2, "kl", "threshold", tau=1.0),
-    EdgeSpec(LABEL, 1, "ce", "sine", f=3.0, phi=-1.0),
-    EdgeSpec(1, 2, "pl", "neg_linear", T=1e-3, weight=0.0, tau=0.0),
+    EdgeSpec(src=0, dst=0),                      # self-loop (consistency edge)
+    EdgeSpec(src=2, dst=0, loss="cos", gate="correct"),
+    EdgeSpec(src=LABEL, dst=2, loss="kl", gate="threshold", tau=1.0),
+    EdgeSpec(src=LABEL, dst=1, loss="ce", gate="sine", f=3.0, phi=-1.0),
+    EdgeSpec(src=1, dst=2, loss="pl", gate="neg_linear", T=1e-3, weight=0.0, tau=0.0),
 ])
 def test_validate_ok(spec):
     assert spec.validate(3) is spec
@@ -110,13 +110,13 @@ def test_validate_ok(spec):
 
 def test_edge_table_packing():
     specs = [
-        EdgeSpec(LABEL, 0, "ce", "through", T=2.0, weight=0.5),
-        EdgeSpec(LABEL, 1, "kl", "correct", T=2.0),
-        EdgeSpec(0, 1, "kl", "linear", T=3.0, weight=2.0, t2=True),
-        EdgeSpec(1, 0, "kl", "neg_linear", T=3.0, weight=2.0, t2=False),
-        EdgeSpec(2, 1, "cos", "sine", f=0.5, phi=4.0),
-        EdgeSpec(0, 2, "pl", "threshold", tau=0.7),
-        EdgeSpec(2, 2, "kl", "cutoff"),
+        EdgeSpec(src=LABEL, dst=0, loss="ce", gate="through", T=2.0, weight=0.5),
+        EdgeSpec(src=LABEL, dst=1, loss="kl", gate="correct", T=2.0),
+        EdgeSpec(src=0, dst=1, loss="kl", gate="linear", T=3.0, weight=2.0, t2=True),
+        EdgeSpec(src=1, dst=0, loss="kl", gate="neg_linear", T=3.0, weight=2.0, t2=False),
+        EdgeSpec(src=2, dst=1, loss="cos", gate="sine", f=0.5, phi=4.0),
+        EdgeSpec(src=0, dst=2, loss="pl", gate="threshold", tau=0.7),
+        EdgeSpec(src=2, dst=2, loss="kl", gate="cutoff"),
     ]
     t = EdgeTable(specs, 3)
     assert len(t) == 7 and t.num_slots == 3 and t.specs == tuple(specs)
@@ -156,12 +156,12 @@ def test_edge_table_empty():
 
 
 def test_edge_table_accepts_generator_and_names_bad_edge():
-    t = EdgeTable((EdgeSpec(i, (i + 1) % 3) for i in range(3)), 3)
+    t = EdgeTable((EdgeSpec(src=i, dst=(i + 1) % 3) for i in range(3)), 3)
     assert len(t) == 3
     with pytest.raises(ValueError, match=r"edges\[2\]\.dst = 3 is not a node; allowed: 0\.\.2"):
-        EdgeTable([EdgeSpec(0, 1), EdgeSpec(1, 2), EdgeSpec(0, 3)], 3)
+        EdgeTable([EdgeSpec(src=0, dst=1), EdgeSpec(src=1, dst=2), EdgeSpec(src=0, dst=3)], 3)
     with pytest.raises(ValueError, match=r"unknown edges\[1\]\.gate 'sin'"):
-        EdgeTable([EdgeSpec(0, 1), EdgeSpec(1, 2, gate="sin")], 3)
+        EdgeTable([EdgeSpec(src=0, dst=1), EdgeSpec(src=1, dst=2, gate="sin")], 3)
 
 
 @pytest.mark.parametrize("n", [0, -1, True, 2.0, "3", None])
@@ -171,13 +171,13 @@ def test_edge_table_bad_num_slots(n):
 
 
 def test_edge_table_to_and_as_table():
-    t = EdgeTable([EdgeSpec(0, 1)], 2)
+    t = EdgeTable([EdgeSpec(src=0, dst=1)], 2)
     u = t.to("cpu")
     assert u is not t and u.specs == t.specs and u.num_slots == 2
     assert torch.equal(u.edge_index, t.edge_index) and torch.equal(u.edge_params, t.edge_params)
     assert as_table(t, 2, "cpu") is t
     assert as_table(t, 2, torch.device("cpu")) is t
-    built = as_table([EdgeSpec(0, 1)], 2, "cpu")
+    built = as_table([EdgeSpec(src=0, dst=1)], 2, "cpu")
     assert isinstance(built, EdgeTable) and torch.equal(built.edge_index, t.edge_index)
     with pytest.raises(ValueError, match="edge table was built for 2 nodes but logits have 3"):
         as_table(t, 3, "cpu")
@@ -185,7 +185,7 @@ def test_edge_table_to_and_as_table():
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_edge_table_to_cuda():
-    t = EdgeTable([EdgeSpec(0, 1, "cos")], 2, "cuda")
+    t = EdgeTable([EdgeSpec(src=0, dst=1, loss="cos")], 2, "cuda")
     assert t.device.type == "cuda" and t.edge_params.device.type == "cuda"
     back = t.to("cpu")
     assert back.device == torch.device("cpu")

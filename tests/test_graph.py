@@ -68,7 +68,7 @@ def test_yaml_round_trip(tmp_path):
         save_graph(g, tmp_path / f"{name}.yaml")
         back = load_graph(tmp_path / f"{name}.yaml")
         assert back == g and back.name == g.name and back.nodes == g.nodes
-    sine = two_nodes([Edge("label", "a", "ce"), Edge("b", "a", "cos", Gate("sine", 0.5, 4.0), T=2.0)])
+    sine = two_nodes([Edge("label", "a", "ce"), Edge("b", "a", "cos", Gate("sine", f=0.5, phi=4.0), T=2.0)])
     save_graph(sine, tmp_path / "s.yaml")
     assert load_graph(tmp_path / "s.yaml") == sine
     assert resolve_graph(str(tmp_path / "s.yaml")) == sine
@@ -142,3 +142,40 @@ def test_cli_graph_show_render_and_errors(tmp_path, capsys):
     assert cli(["graph", "render", "kd", "-o", str(out)]) == 0 and out.exists()
     assert cli(["graph", "show", "nope"]) == 2
     assert "neither a graph preset nor a YAML file" in capsys.readouterr().err
+
+
+# Graph.digest() values computed before gates became table entries (gates with
+# flat f/phi/tau fields); search studies and checkpoints key on them.
+PINNED_DIGESTS = {
+    "ban": "3e412889a8c4", "dml": "70b0c261d944", "ens-dml": "a833b11323e1",
+    "ens-independent": "6c0769dbefbb", "ens-ktg-found-3node": "08d885d94d0c",
+    "ens-push-pull-3node": "8363f06be5cd", "fixmatch": "15e2a093cadd", "kd": "3d212c6fa3e3",
+    "ktg-found-2node": "91dadff1aef9", "mean-teacher": "87b82b7684e1", "pi-model": "5d23609e16ab",
+    "pseudo-label": "e793103ab4b9", "ssl-supervised": "ba4b0bf9bd80", "ta": "12d7cd33b497",
+    "vanilla": "7b12f1600794",
+}
+
+
+@pytest.mark.parametrize("name", sorted(PINNED_DIGESTS))
+def test_preset_digests_are_pinned(name):
+    assert get_preset(name).digest() == PINNED_DIGESTS[name]
+
+
+def test_gate_parameter_digests_are_pinned():
+    def g(edge):
+        return two_nodes([Edge("label", "a", "ce"), edge])
+
+    assert g(Edge("b", "a", "cos", Gate("sine", f=0.5, phi=4.0), T=2.0)).digest() == "1188e648226b"
+    assert g(Edge("b", "a", "kl", Gate("sine", f=0.25, phi=0.0))).digest() == "741c16bcec85"
+    assert g(Edge("b", "a", "kl", Gate("sine", f=0.25, phi=1.0 + 2 * math.pi))).digest() == "aad265914606"
+    assert g(Edge("b", "a", "pl", Gate("threshold", tau=0.7))).digest() == "a2e32537f170"
+    assert g(Edge("b", "a", "pl", Gate("threshold"))).digest() == "fe52c14b7d9d"
+    assert get_preset("fixmatch", tau=0.8).digest() == "a3620c8522bb"
+    ssl = Graph([Node("n1", "cnn_small"), Node("n2", "cnn_small")],
+                [Edge("label", "n1", "ce"),
+                 Edge("n1", "n1", "tpl", Gate("linear"), src_view="weak", dst_view="strong"),
+                 Edge("n2", "n1", "tpl", Gate("threshold", tau=0.99)),
+                 Edge("label", "n2", "ce", Gate("neg_linear"))], "n1", semi_supervised=True)
+    assert ssl.digest() == "afb69d6066f4"
+    # the key's gate form: only parameters that differ from their defaults
+    assert '"gate":{"f":0.25,"kind":"sine"}' in g(Edge("b", "a", "kl", Gate("sine", f=0.25))).key()

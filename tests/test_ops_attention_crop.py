@@ -28,7 +28,7 @@ LOSSES = ("pull", "push")
 
 
 def make_edge(loss: str, gate: str, src: int, dst: int, tau: float = 0.5, **kw) -> EdgeSpec:
-    return EdgeSpec(src, dst, loss, gate, **{**gate_kwargs(gate, tau), **kw})
+    return EdgeSpec(src=src, dst=dst, loss=loss, gate=gate, **{**gate_kwargs(gate, tau), **kw})
 
 
 def random_maps(M, B, H, W, dtype=torch.float32, scale=1.0):
@@ -232,8 +232,9 @@ def test_only_destinations_get_gradient():
     q, z = case(4, 6, 7, 7)
     z.requires_grad_(True)
     y = torch.randint(0, 6, (6,))
-    edges = [EdgeSpec(0, 2, "pull"), EdgeSpec(1, 2, "push", gate="threshold", tau=0.2),
-             EdgeSpec(1, 3, "pull", gate="correct")]
+    edges = [EdgeSpec(src=0, dst=2, loss="pull"),
+             EdgeSpec(src=1, dst=2, loss="push", gate="threshold", tau=0.2),
+             EdgeSpec(src=1, dst=3, loss="pull", gate="correct")]
     y[:3] = z[1, :3].argmax(-1)
     for f in weightings(len(edges), 4):
         _, g = grad_of(q, z, y, edges, f=f)
@@ -291,7 +292,7 @@ def touched(src: torch.Tensor, k: int, layout: str = "contiguous") -> torch.Tens
     dst = (torch.rand(H, W, dtype=torch.float64) + 0.5) * 1e-15
     q = in_layout(torch.stack([src.double(), dst])[:, None], layout)  # (2, 1, H, W)
     z = torch.zeros(2, 1, 2, dtype=torch.float64)
-    _, g = grad_of(q, z, torch.zeros(1, dtype=torch.long), [EdgeSpec(0, 1, "pull")],
+    _, g = grad_of(q, z, torch.zeros(1, dtype=torch.long), [EdgeSpec(src=0, dst=1, loss="pull")],
                    crop_sizes=(k,))
     return g[1, 0] != 0
 
@@ -367,7 +368,8 @@ def test_hand_computed_crops():
     assert sq2 == pytest.approx(2 - 2 * cos2, rel=1e-14)
 
     def edge_loss(kind, crops, pull="mean"):
-        return float(loss(q, z, y, [EdgeSpec(0, 1, kind)], crop_sizes=crops, pull=pull).edge_loss[0])
+        return float(loss(q, z, y, [EdgeSpec(src=0, dst=1, loss=kind)], crop_sizes=crops,
+                          pull=pull).edge_loss[0])
 
     assert edge_loss("pull", (1,)) == pytest.approx(4.0, rel=1e-14)
     assert edge_loss("push", (1,)) == pytest.approx(-1.0, rel=1e-14)
@@ -380,7 +382,7 @@ def test_hand_computed_crops():
     sq6 = float(((uw - vw) ** 2).sum())
     assert edge_loss("pull", (1, 2, 5)) == pytest.approx((4.0 + sq2 / 4 + sq6 / 6) / 3, rel=1e-13)
     # gradient of push at crop 2: (u - cos v) / ||b|| inside the window, 0 outside
-    _, g = grad_of(q, z, y, [EdgeSpec(0, 1, "push")], crop_sizes=(2,))
+    _, g = grad_of(q, z, y, [EdgeSpec(src=0, dst=1, loss="push")], crop_sizes=(2,))
     want = torch.zeros(2, 3, dtype=torch.float64)
     want[:, :2] = ((u - cos2 * v) / math.sqrt(29)).reshape(2, 2)
     torch.testing.assert_close(g[1, 0], want, atol=1e-15, rtol=1e-13)
@@ -413,7 +415,8 @@ def test_argmax_ties_resolve_to_first_row_major(src, peak, layout):
         q = in_layout(q, layout)
         z = torch.zeros(2, 1, 2, dtype=torch.float64)
         check_against_reference(q, z, torch.zeros(1, dtype=torch.long),
-                                [EdgeSpec(0, 1, "pull"), EdgeSpec(0, 1, "push")], crop_sizes=(3, 2))
+                                [EdgeSpec(src=0, dst=1, loss="pull"),
+                                 EdgeSpec(src=0, dst=1, loss="push")], crop_sizes=(3, 2))
 
 
 @pytest.mark.parametrize("layout", LAYOUTS)
@@ -437,8 +440,9 @@ def test_pull_mean_and_sum_differ_by_crop_cells(dtype):
     M, B, H, W = 3, 5, 9, 6
     q, z = case(M, B, H, W, dtype=dtype)
     y = torch.randint(0, 6, (B,))
-    edges = [EdgeSpec(0, 1, "pull", weight=1.3), EdgeSpec(2, 1, "pull", gate="linear"),
-             EdgeSpec(1, 2, "push")]
+    edges = [EdgeSpec(src=0, dst=1, loss="pull", weight=1.3),
+             EdgeSpec(src=2, dst=1, loss="pull", gate="linear"),
+             EdgeSpec(src=1, dst=2, loss="push")]
     # (atol: gradients of two overlapping windows may nearly cancel in a cell)
     tol = dict(atol=1e-16, rtol=1e-12) if dtype == torch.float64 else dict(atol=1e-7, rtol=2e-6)
     per_crop = {}
@@ -551,8 +555,9 @@ def test_zero_crops_take_the_normalize_eps_path(dtype):
     q = q.to(dtype)
     z = random_logits(M, B, 5, dtype)
     y = torch.randint(0, 5, (B,))
-    edges = [EdgeSpec(0, 1, "pull"), EdgeSpec(0, 2, "push"), EdgeSpec(0, 2, "pull", weight=0.3),
-             EdgeSpec(2, 1, "push"), EdgeSpec(1, 0, "pull")]
+    edges = [EdgeSpec(src=0, dst=1, loss="pull"), EdgeSpec(src=0, dst=2, loss="push"),
+             EdgeSpec(src=0, dst=2, loss="pull", weight=0.3),
+             EdgeSpec(src=2, dst=1, loss="push"), EdgeSpec(src=1, dst=0, loss="pull")]
     for pull in ("mean", "sum"):
         ws = weightings(len(edges), M)
         out, g = run_with_grads(ops.attention_crop_loss, q, z, y, edges, 0.5, (3, 4), pull=pull,
@@ -608,7 +613,8 @@ def test_low_precision_raw_output_dtypes_and_mixed_logits():
     q = random_maps(2, 3, 6, 6, torch.bfloat16)
     z = random_logits(2, 3, 4, torch.float32)  # logits need not share the maps' dtype
     y = z[0].argmax(-1)
-    edges = [EdgeSpec(0, 1, "pull", gate="correct"), EdgeSpec(1, 0, "push", gate="threshold")]
+    edges = [EdgeSpec(src=0, dst=1, loss="pull", gate="correct"),
+             EdgeSpec(src=1, dst=0, loss="push", gate="threshold")]
     el, nl, cnt, grad = OP(*raw_args(q, z, y, edges))
     assert el.dtype == nl.dtype == torch.float32 and cnt.dtype == torch.long
     assert grad.dtype == torch.bfloat16 and grad.shape == q.shape
@@ -634,11 +640,11 @@ def test_gradcheck_float64(pull):
     y = labels_half_correct(z[1], 4)
     tau = split_tau(z[1])
     edges = [
-        EdgeSpec(0, 2, "pull"),
-        EdgeSpec(1, 3, "push", gate="correct"),
-        EdgeSpec(0, 3, "pull", gate="threshold", tau=tau, weight=0.7),
-        EdgeSpec(1, 2, "push", gate="sine", f=0.3, phi=0.2),
-        EdgeSpec(1, 3, "pull", gate="linear"),
+        EdgeSpec(src=0, dst=2, loss="pull"),
+        EdgeSpec(src=1, dst=3, loss="push", gate="correct"),
+        EdgeSpec(src=0, dst=3, loss="pull", gate="threshold", tau=tau, weight=0.7),
+        EdgeSpec(src=1, dst=2, loss="push", gate="sine", f=0.3, phi=0.2),
+        EdgeSpec(src=1, dst=3, loss="pull", gate="linear"),
     ]
 
     def f(d):
@@ -729,7 +735,7 @@ def test_correct_and_threshold_gates_read_the_source_logits():
     passing[[1, 4, 5]] = False
     z[1] = z[0].flip(0)  # the destination's logits differ: must not be read
     for reduction, div in (("mean", B), ("sum", 1)):
-        out, g = grad_of(q, z, y, [EdgeSpec(0, 1, "pull", gate="correct")], reduction=reduction)
+        out, g = grad_of(q, z, y, [EdgeSpec(src=0, dst=1, loss="pull", gate="correct")], reduction=reduction)
         assert int(out.count[0]) == 5
         per = torch.stack([ref.attention_crop_terms(q[0, n], q[1, n], (3, 5, 7), "pull")
                            for n in range(B)])
@@ -737,7 +743,7 @@ def test_correct_and_threshold_gates_read_the_source_logits():
         assert torch.equal(g[1, ~passing], torch.zeros_like(g[1, ~passing]))
         assert (g[1, passing].abs().flatten(1).sum(-1) > 0).all()
     tau = split_tau(z[0])
-    out = loss(q, z, y, [EdgeSpec(0, 1, "push", gate="threshold", tau=tau)])
+    out = loss(q, z, y, [EdgeSpec(src=0, dst=1, loss="push", gate="threshold", tau=tau)])
     assert int(out.count[0]) == int((maxprob(z[0]) > tau).sum()) == B // 2
 
 
@@ -759,10 +765,10 @@ def test_gate_weights_scale_the_through_loss():
     q, z = case(2, 6, 7, 7, dtype=torch.float64)
     y = torch.randint(0, 6, (6,))
     for kind in LOSSES:
-        thr, g_thr = grad_of(q, z, y, [EdgeSpec(0, 1, kind)])
+        thr, g_thr = grad_of(q, z, y, [EdgeSpec(src=0, dst=1, loss=kind)])
         for gate, p, w in (("linear", 0.3, 0.3), ("neg_linear", 0.3, 0.7), ("linear", 0.0, 0.0),
                            ("sine", 0.35, 0.5 + 0.5 * math.sin(2 * math.pi * 0.8 * 0.35 + 1.1))):
-            out, g = grad_of(q, z, y, [EdgeSpec(0, 1, kind, gate=gate, f=0.8, phi=1.1)], p)
+            out, g = grad_of(q, z, y, [EdgeSpec(src=0, dst=1, loss=kind, gate=gate, f=0.8, phi=1.1)], p)
             torch.testing.assert_close(out.edge_loss, w * thr.edge_loss, atol=1e-15, rtol=1e-13)
             torch.testing.assert_close(g, w * g_thr, atol=1e-15, rtol=1e-13)
             assert int(out.count[0]) == (6 if w > 0 else 0)
@@ -772,8 +778,8 @@ def test_cutoff_edge_contributes_nothing():
     B = 5
     q, z = case(3, B, 6, 6)
     y = torch.randint(0, 6, (B,))
-    live = [EdgeSpec(1, 0, "pull"), EdgeSpec(0, 1, "push")]
-    cut = EdgeSpec(0, 2, "pull", gate="cutoff")
+    live = [EdgeSpec(src=1, dst=0, loss="pull"), EdgeSpec(src=0, dst=1, loss="push")]
+    cut = EdgeSpec(src=0, dst=2, loss="pull", gate="cutoff")
 
     def f(o):
         return o.node_loss.sum() + o.edge_loss.sum()
@@ -796,7 +802,7 @@ def test_cutoff_edge_contributes_nothing():
 def test_bad_arguments_through_the_wrapper():
     q, z = case(3, 4, 6, 6)
     y = torch.zeros(4, dtype=torch.long)
-    edges = [EdgeSpec(0, 1, "pull")]
+    edges = [EdgeSpec(src=0, dst=1, loss="pull")]
     for bad in ((), [], (3, 0), (-1,), (2.5,), (True,), "3", 3, tuple(range(1, 18))):
         with pytest.raises(ValueError, match="crop"):
             loss(q, z, y, edges, crop_sizes=bad)
@@ -813,21 +819,21 @@ def test_bad_arguments_through_the_wrapper():
     with pytest.raises(ValueError, match=r"logits must be \(M, B, C\)"):
         loss(q, z[..., 0], y, edges)
     with pytest.raises(ValueError, match=r"unknown edges\[0\]\.loss 'kl'; allowed: pull, push"):
-        loss(q, z, y, [EdgeSpec(0, 1, "kl")])
+        loss(q, z, y, [EdgeSpec(src=0, dst=1, loss="kl")])
     with pytest.raises(ValueError, match="an attention edge needs a source node, not the label"):
-        loss(q, z, y, [EdgeSpec("label", 1, "pull")])
+        loss(q, z, y, [EdgeSpec(src="label", dst=1, loss="pull")])
     with pytest.raises(ValueError, match=r"dst = 5 .*0\.\.2"):
-        loss(q, z, y, [EdgeSpec(0, 5, "push")])
+        loss(q, z, y, [EdgeSpec(src=0, dst=5, loss="push")])
     with pytest.raises(ValueError, match="built for 2 nodes but logits have 3"):
-        loss(q, z, y, AttentionEdgeTable([EdgeSpec(0, 1, "pull")], 2))
+        loss(q, z, y, AttentionEdgeTable([EdgeSpec(src=0, dst=1, loss="pull")], 2))
     with pytest.raises(TypeError, match="expected a AttentionEdgeTable, got a EdgeTable"):
-        loss(q, z, y, EdgeTable([EdgeSpec(0, 1, "kl")], 3))
+        loss(q, z, y, EdgeTable([EdgeSpec(src=0, dst=1, loss="kl")], 3))
 
 
 def test_bad_shapes_and_dtypes_raw():
     q, z = case(2, 4, 5, 5)
     y = torch.zeros(4, dtype=torch.long)
-    args = list(raw_args(q, z, y, [EdgeSpec(0, 1, "pull")]))
+    args = list(raw_args(q, z, y, [EdgeSpec(src=0, dst=1, loss="pull")]))
 
     def call(**kw):
         a = list(args)
@@ -887,10 +893,11 @@ def test_labels_out_of_range():
         y = torch.tensor([0, 1, bad, 2])
         with pytest.raises(RuntimeError, match=f"label {bad} of sample 2 is out of range; "
                                                r"allowed: \[0, 5\)"):
-            loss(q, z, y, [EdgeSpec(0, 1, "pull", gate="correct")])
+            loss(q, z, y, [EdgeSpec(src=0, dst=1, loss="pull", gate="correct")])
     # labels that no correct gate reads are not checked (unlabelled batches)
     y = torch.tensor([0, 1, 99, 2])
-    out = loss(q, z, y, [EdgeSpec(0, 1, "pull"), EdgeSpec(1, 0, "push", gate="threshold")])
+    out = loss(q, z, y, [EdgeSpec(src=0, dst=1, loss="pull"),
+                         EdgeSpec(src=1, dst=0, loss="push", gate="threshold")])
     assert torch.isfinite(out.edge_loss).all()
 
 
@@ -982,6 +989,6 @@ class TestCUDA:
         q = torch.rand(2, 3, 4, 4, device="cuda")
         z = torch.randn(2, 3, 5, device="cuda")
         args = raw_args(q, z, torch.zeros(3, dtype=torch.long, device="cuda"),
-                        [EdgeSpec(0, 1, "pull")])
+                        [EdgeSpec(src=0, dst=1, loss="pull")])
         with pytest.raises(RuntimeError, match="all tensors must be on cuda"):
             OP(q, z, torch.zeros(3, dtype=torch.long), *args[3:])

@@ -38,7 +38,7 @@ NODE_LOSSES = ("kl", "cos", "pl")
 def make_edge(kind: str, gate: str, src: int, dst: int, **kw) -> EdgeSpec:
     from_label, loss = KINDS[kind]
     args = {**gate_kwargs(gate, kw.pop("tau", 0.5)), **kw}
-    return EdgeSpec(LABEL if from_label else src, dst, loss, gate, **args)
+    return EdgeSpec(src=LABEL if from_label else src, dst=dst, loss=loss, gate=gate, **args)
 
 
 def full_graph(M: int, offset: int = 0, temps: Sequence[float] = (1.0, 2.0, 0.5, 4.0),
@@ -248,8 +248,9 @@ def test_sources_get_no_gradient():
     """Only destinations receive gradient (sources are detached)."""
     z = random_logits(4, 6, 7)
     y = torch.randint(0, 7, (6,))
-    edges = [EdgeSpec(0, 2, "kl", T=2.0), EdgeSpec(1, 2, "cos"), EdgeSpec(1, 3, "pl"),
-             EdgeSpec(LABEL, 3, "ce")]
+    edges = [EdgeSpec(src=0, dst=2, loss="kl", T=2.0), EdgeSpec(src=1, dst=2, loss="cos"),
+             EdgeSpec(src=1, dst=3, loss="pl"),
+             EdgeSpec(src=LABEL, dst=3, loss="ce")]
     for f in weightings(len(edges), 4):
         _, g = grad_of(z, y, edges, f=f)
         assert torch.equal(g[:2], torch.zeros_like(g[:2]))
@@ -378,7 +379,7 @@ def test_low_precision(dtype, M, B, C):
 def test_low_precision_raw_outputs_dtypes():
     z = random_logits(2, 3, 4, torch.bfloat16)
     y = torch.randint(0, 4, (3,))
-    edges = [EdgeSpec(0, 1), EdgeSpec(LABEL, 0, "ce")]
+    edges = [EdgeSpec(src=0, dst=1), EdgeSpec(src=LABEL, dst=0, loss="ce")]
     el, nl, cnt, grad = OP(*raw_args(z, y, edges))
     assert el.dtype == nl.dtype == torch.float32 and cnt.dtype == torch.long
     assert grad.dtype == torch.bfloat16 and grad.shape == z.shape
@@ -563,7 +564,7 @@ def test_minus_inf_logits(where, monkeypatch):
         edges = [make_edge(k, g, 0, t, T=T) for k, g, t, T in [
             ("kl", "through", 1, 2.0), ("cos", "linear", 2, 1.0), ("pl", "correct", 1, 0.5),
             ("kl", "threshold", 2, 1.0), ("ce_label", "sine", 1, 1.0)]]
-        edges.append(EdgeSpec(LABEL, 0, "ce"))  # must not see the -inf of slot 0
+        edges.append(EdgeSpec(src=LABEL, dst=0, loss="ce"))  # must not see the -inf of slot 0
         y[:] = 0
     monkeypatch.setattr(ref, "per_sample_loss", _safe_per_sample_loss)
     ws = weightings(len(edges), M)
@@ -585,7 +586,7 @@ def test_minus_inf_float64_kl_by_hand():
     zt = torch.tensor([[0.2, -math.inf, 2.0, -math.inf]], dtype=torch.float64)
     z = torch.stack([zs, zt])  # (2, 1, 4)
     y = torch.zeros(1, dtype=torch.long)
-    out, g = grad_of(z, y, [EdgeSpec(0, 1, "kl", T=2.0)])
+    out, g = grad_of(z, y, [EdgeSpec(src=0, dst=1, loss="kl", T=2.0)])
     p = torch.softmax(zs / 2, -1)
     q = torch.softmax(zt / 2, -1)
     kl = torch.where(p > 0, p * (p.log() - q.log()), torch.zeros_like(p)).sum()
@@ -611,22 +612,23 @@ def test_correct_gate_by_hand():
     passing = torch.ones(B, dtype=torch.bool)
     passing[[1, 4, 5]] = False
     for reduction, div in (("mean", B), ("sum", 1)):
-        out, g = grad_of(z, y, [EdgeSpec(0, 1, "kl", gate="correct")], reduction=reduction)
+        out, g = grad_of(z, y, [EdgeSpec(src=0, dst=1, loss="kl", gate="correct")], reduction=reduction)
         assert int(out.count[0]) == 5
         per = F.kl_div(F.log_softmax(z[1], -1), F.softmax(z[0], -1), reduction="none").sum(-1)
         torch.testing.assert_close(out.edge_loss[0], per[passing].sum() / div)
         assert torch.equal(g[1, ~passing], torch.zeros(3, C, dtype=torch.float64))
         assert (g[1, passing].abs().sum(-1) > 0).all()
     # from the label, Correct always passes
-    out = loss(z, y, [EdgeSpec(LABEL, 1, "ce", gate="correct")])
+    out = loss(z, y, [EdgeSpec(src=LABEL, dst=1, loss="ce", gate="correct")])
     assert int(out.count[0]) == B
 
 
 def test_linear_gate_endpoints_with_progress_of():
     z, y = _two_slot()
     k_end = 50
-    lin = [EdgeSpec(0, 1, "kl", gate="linear"), EdgeSpec(LABEL, 0, "ce", gate="linear")]
-    thr = [EdgeSpec(0, 1, "kl"), EdgeSpec(LABEL, 0, "ce")]
+    lin = [EdgeSpec(src=0, dst=1, loss="kl", gate="linear"),
+           EdgeSpec(src=LABEL, dst=0, loss="ce", gate="linear")]
+    thr = [EdgeSpec(src=0, dst=1, loss="kl"), EdgeSpec(src=LABEL, dst=0, loss="ce")]
     first, g_first = grad_of(z, y, lin, progress_of(0, k_end))
     assert torch.equal(first.edge_loss, torch.zeros(2, dtype=torch.float64))
     assert torch.equal(first.count, torch.zeros(2, dtype=torch.long))
@@ -643,10 +645,10 @@ def test_linear_gate_endpoints_with_progress_of():
 
 def test_neg_linear_gate():
     z, y = _two_slot()
-    base = loss(z, y, [EdgeSpec(0, 1, "cos"), EdgeSpec(LABEL, 1, "ce")])
+    base = loss(z, y, [EdgeSpec(src=0, dst=1, loss="cos"), EdgeSpec(src=LABEL, dst=1, loss="ce")])
     for p in (0.0, 0.3, 1.0):
-        out = loss(z, y, [EdgeSpec(0, 1, "cos", gate="neg_linear"),
-                          EdgeSpec(LABEL, 1, "ce", gate="neg_linear")], p)
+        out = loss(z, y, [EdgeSpec(src=0, dst=1, loss="cos", gate="neg_linear"),
+                          EdgeSpec(src=LABEL, dst=1, loss="ce", gate="neg_linear")], p)
         torch.testing.assert_close(out.edge_loss, (1 - p) * base.edge_loss, atol=1e-15, rtol=1e-13)
         assert (out.count == (6 if p < 1 else 0)).all()
 
@@ -687,8 +689,8 @@ def test_sine_gate_special_cases(dtype):
 def test_sine_gate_general_value():
     z, y = _two_slot()
     f, phi, p = 0.8, 1.1, 0.35
-    out = loss(z, y, [EdgeSpec(0, 1, "kl", gate="sine", f=f, phi=phi)], p)
-    thr = loss(z, y, [EdgeSpec(0, 1, "kl")], p)
+    out = loss(z, y, [EdgeSpec(src=0, dst=1, loss="kl", gate="sine", f=f, phi=phi)], p)
+    thr = loss(z, y, [EdgeSpec(src=0, dst=1, loss="kl")], p)
     w = 0.5 + 0.5 * math.sin(2 * math.pi * f * p + phi)
     torch.testing.assert_close(out.edge_loss, w * thr.edge_loss, atol=1e-15, rtol=1e-13)
 
@@ -703,21 +705,21 @@ def test_threshold_gate_by_hand():
     y = torch.randint(0, C, (B,))
     for tau, expect in ((0.95, [0, 3]), (0.55, [0, 2, 3, 4, 5]), (0.9, [0, 3])):
         for kind in ("pl", "kl", "cos"):
-            out, g = grad_of(z, y, [EdgeSpec(0, 1, kind, gate="threshold", tau=tau, T=2.0)],
+            out, g = grad_of(z, y, [EdgeSpec(src=0, dst=1, loss=kind, gate="threshold", tau=tau, T=2.0)],
                              reduction="mean")
             mask = torch.zeros(B, dtype=torch.bool)
             mask[expect] = True
             assert int(out.count[0]) == len(expect)
             assert torch.equal(g[1, ~mask], torch.zeros(int((~mask).sum()), C,
                                                         dtype=torch.float64))
-            thr, _ = grad_of(z, y, [EdgeSpec(0, 1, kind, T=2.0)], reduction="sum")
+            thr, _ = grad_of(z, y, [EdgeSpec(src=0, dst=1, loss=kind, T=2.0)], reduction="sum")
             # per-sample losses of the through edge, by running it on one sample at a time
-            per = torch.stack([loss(z[:, n:n + 1], y[n:n + 1], [EdgeSpec(0, 1, kind, T=2.0)],
+            per = torch.stack([loss(z[:, n:n + 1], y[n:n + 1], [EdgeSpec(src=0, dst=1, loss=kind, T=2.0)],
                                     reduction="sum").edge_loss[0] for n in range(B)])
             torch.testing.assert_close(thr.edge_loss[0], per.sum())
             torch.testing.assert_close(out.edge_loss[0], per[mask].sum() / B)
     # from the label, Threshold always passes
-    assert int(loss(z, y, [EdgeSpec(LABEL, 1, "ce", gate="threshold", tau=1.0)]).count[0]) == B
+    assert int(loss(z, y, [EdgeSpec(src=LABEL, dst=1, loss="ce", gate="threshold", tau=1.0)]).count[0]) == B
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
@@ -725,7 +727,7 @@ def test_cutoff_edge_contributes_nothing(kind):
     B, C = 5, 4
     z = random_logits(3, B, C)
     y = torch.randint(0, C, (B,))
-    live = [EdgeSpec(1, 0, "kl"), EdgeSpec(LABEL, 1, "ce")]
+    live = [EdgeSpec(src=1, dst=0, loss="kl"), EdgeSpec(src=LABEL, dst=1, loss="ce")]
     cut = make_edge(kind, "cutoff", 0, 2, T=3.0)
     with_cut, g_with = grad_of(z, y, live + [cut], f=lambda o: o.node_loss.sum()
                                + o.edge_loss.sum())
@@ -746,13 +748,15 @@ def test_cutoff_edge_contributes_nothing(kind):
 @pytest.mark.parametrize("src", [0, LABEL])
 def test_kl_t2_scales_by_t_squared(src):
     z, y = _two_slot(dtype=torch.float32)
-    a, ga = grad_of(z, y, [EdgeSpec(src, 1, "kl", T=2.0, t2=True)], f=lambda o: o.edge_loss.sum())
-    b, gb = grad_of(z, y, [EdgeSpec(src, 1, "kl", T=2.0, t2=False)], f=lambda o: o.edge_loss.sum())
+    a, ga = grad_of(z, y, [EdgeSpec(src=src, dst=1, loss="kl", T=2.0, t2=True)],
+                    f=lambda o: o.edge_loss.sum())
+    b, gb = grad_of(z, y, [EdgeSpec(src=src, dst=1, loss="kl", T=2.0, t2=False)],
+                    f=lambda o: o.edge_loss.sum())
     torch.testing.assert_close(a.edge_loss, 4 * b.edge_loss, atol=0, rtol=1e-6)
     torch.testing.assert_close(ga, 4 * gb, atol=0, rtol=1e-6)
     # t2 only scales KL
-    c = loss(z, y, [EdgeSpec(0, 1, "cos", T=2.0, t2=True)]).edge_loss
-    d = loss(z, y, [EdgeSpec(0, 1, "cos", T=2.0, t2=False)]).edge_loss
+    c = loss(z, y, [EdgeSpec(src=0, dst=1, loss="cos", T=2.0, t2=True)]).edge_loss
+    d = loss(z, y, [EdgeSpec(src=0, dst=1, loss="cos", T=2.0, t2=False)]).edge_loss
     assert torch.equal(c, d)
 
 
@@ -766,13 +770,14 @@ def test_argmax_ties_resolve_to_first_index():
     zt = torch.randn(B, C, dtype=torch.float64)
     z = torch.stack([zs, zt])
     # Correct: the label equal to the first tied index passes, another tied one fails
-    assert int(loss(z, first, [EdgeSpec(0, 1, "kl", gate="correct")]).count[0]) == B
+    assert int(loss(z, first, [EdgeSpec(src=0, dst=1, loss="kl", gate="correct")]).count[0]) == B
     other = torch.tensor([1, 2, 3, 4])
-    assert int(loss(z, other, [EdgeSpec(0, 1, "kl", gate="correct")]).count[0]) == 0
+    assert int(loss(z, other, [EdgeSpec(src=0, dst=1, loss="kl", gate="correct")]).count[0]) == 0
     # PL: cross-entropy to the first tied index
-    out = loss(z, first, [EdgeSpec(0, 1, "pl", T=1.5)])
+    out = loss(z, first, [EdgeSpec(src=0, dst=1, loss="pl", T=1.5)])
     torch.testing.assert_close(out.edge_loss[0], F.cross_entropy(zt / 1.5, first))
-    check_against_reference(z, other, [EdgeSpec(0, 1, "pl"), EdgeSpec(0, 1, "kl", gate="correct")])
+    check_against_reference(z, other, [EdgeSpec(src=0, dst=1, loss="pl"),
+                                       EdgeSpec(src=0, dst=1, loss="kl", gate="correct")])
 
 
 def test_count_and_mean_divisor():
@@ -780,8 +785,8 @@ def test_count_and_mean_divisor():
     z, y = _two_slot(B=6)
     y = z[0].argmax(-1).clone()
     y[:4] = (y[:4] + 1) % 4
-    m = loss(z, y, [EdgeSpec(0, 1, "pl", gate="correct")], reduction="mean")
-    s = loss(z, y, [EdgeSpec(0, 1, "pl", gate="correct")], reduction="sum")
+    m = loss(z, y, [EdgeSpec(src=0, dst=1, loss="pl", gate="correct")], reduction="mean")
+    s = loss(z, y, [EdgeSpec(src=0, dst=1, loss="pl", gate="correct")], reduction="sum")
     assert int(m.count[0]) == int(s.count[0]) == 2
     torch.testing.assert_close(m.edge_loss * 6, s.edge_loss, atol=1e-15, rtol=1e-14)
 
@@ -812,7 +817,7 @@ def test_progress_tensor_equals_float(p):
 def test_out_of_range_progress_matches_reference(gate, p):
     z = random_logits(2, 4, 5)
     y = torch.randint(0, 5, (4,))
-    edges = [EdgeSpec(0, 1, "kl", gate=gate)]
+    edges = [EdgeSpec(src=0, dst=1, loss="kl", gate=gate)]
     out = loss(z, y, edges, p)
     exp = ref.gated_edge_loss(z, y, edges, p)
     assert torch.equal(out.count, exp.count)
@@ -824,7 +829,7 @@ def test_out_of_range_progress_matches_reference(gate, p):
 
 def test_bad_shapes():
     z = random_logits(2, 4, 5)
-    edges = [EdgeSpec(0, 1)]
+    edges = [EdgeSpec(src=0, dst=1)]
     with pytest.raises(RuntimeError, match=r"labels must be \(B,\) with B = .*4.*\[3\]"):
         loss(z, torch.zeros(3, dtype=torch.long), edges)
     with pytest.raises(RuntimeError, match=r"labels must be \(B,\)"):
@@ -843,19 +848,19 @@ def test_bad_edges_through_the_wrapper():
     z = random_logits(3, 4, 5)
     y = torch.zeros(4, dtype=torch.long)
     with pytest.raises(ValueError, match=r"dst = 5 .*0\.\.2"):
-        loss(z, y, [EdgeSpec(0, 5)])
+        loss(z, y, [EdgeSpec(src=0, dst=5)])
     with pytest.raises(ValueError, match=r"src = 7 .*'label' or 0\.\.2"):
-        loss(z, y, [EdgeSpec(7, 1)])
+        loss(z, y, [EdgeSpec(src=7, dst=1)])
     with pytest.raises(ValueError, match=r"unknown edges\[1\]\.loss 'mse'; allowed: kl, ce, cos, pl"):
-        loss(z, y, [EdgeSpec(0, 1), EdgeSpec(0, 1, "mse")])
+        loss(z, y, [EdgeSpec(src=0, dst=1), EdgeSpec(src=0, dst=1, loss="mse")])
     with pytest.raises(ValueError, match="unknown edges\\[0\\].gate 'open'; allowed: through, "
                                          "cutoff, linear, neg_linear, correct, sine, threshold"):
-        loss(z, y, [EdgeSpec(0, 1, gate="open")])
+        loss(z, y, [EdgeSpec(src=0, dst=1, gate="open")])
     for T in (0.0, -1.0, math.inf, math.nan):
         with pytest.raises(ValueError, match=r"\.T = .*must be a finite number > 0"):
-            loss(z, y, [EdgeSpec(0, 1, T=T)])
+            loss(z, y, [EdgeSpec(src=0, dst=1, T=T)])
     with pytest.raises(ValueError, match="built for 2 nodes but logits have 3"):
-        loss(z, y, EdgeTable([EdgeSpec(0, 1)], 2))
+        loss(z, y, EdgeTable([EdgeSpec(src=0, dst=1)], 2))
 
 
 def test_labels_out_of_range():
@@ -864,18 +869,18 @@ def test_labels_out_of_range():
         y = torch.tensor([0, 1, bad, 2])
         with pytest.raises(RuntimeError, match=f"label {bad} of sample 2 is out of range; "
                                                r"allowed: \[0, 5\)"):
-            loss(z, y, [EdgeSpec(LABEL, 1, "ce")])
+            loss(z, y, [EdgeSpec(src=LABEL, dst=1, loss="ce")])
         with pytest.raises(RuntimeError, match=f"label {bad} "):
-            loss(z, y, [EdgeSpec(0, 1, "pl", gate="correct")])
+            loss(z, y, [EdgeSpec(src=0, dst=1, loss="pl", gate="correct")])
         # the backward op checks as well
         y_ok = torch.tensor([0, 1, 2, 2])
-        args = raw_args(z, y_ok, [EdgeSpec(LABEL, 1, "ce")])
+        args = raw_args(z, y_ok, [EdgeSpec(src=LABEL, dst=1, loss="ce")])
         with pytest.raises(RuntimeError, match=f"label {bad} "):
             OP_BWD(torch.ones(1), args[0], y, *args[2:])
     # labels that no edge reads are not checked (semi-supervised unlabelled batch)
     y = torch.tensor([0, 1, 99, 2])
-    out = loss(z, y, [EdgeSpec(0, 1, "kl"), EdgeSpec(0, 1, "pl", gate="threshold"),
-                      EdgeSpec(LABEL, 0, "ce", gate="cutoff")])
+    out = loss(z, y, [EdgeSpec(src=0, dst=1, loss="kl"), EdgeSpec(src=0, dst=1, loss="pl", gate="threshold"),
+                      EdgeSpec(src=LABEL, dst=0, loss="ce", gate="cutoff")])
     assert torch.isfinite(out.edge_loss).all()
 
 
@@ -883,8 +888,8 @@ def test_bad_reduction():
     z = random_logits(2, 4, 5)
     y = torch.zeros(4, dtype=torch.long)
     with pytest.raises(ValueError, match="unknown reduction 'avg'; allowed: mean, sum"):
-        loss(z, y, [EdgeSpec(0, 1)], reduction="avg")
-    args = list(raw_args(z, y, [EdgeSpec(0, 1)]))
+        loss(z, y, [EdgeSpec(src=0, dst=1)], reduction="avg")
+    args = list(raw_args(z, y, [EdgeSpec(src=0, dst=1)]))
     args[-1] = 2
     with pytest.raises(RuntimeError, match="reduction must be 0 \\(mean\\) or 1 \\(sum\\), got 2"):
         OP(*args)
@@ -1026,6 +1031,6 @@ class TestCUDA:
     def test_cuda_device_mismatch(self):
         z = torch.randn(2, 3, 4, device="cuda")
         y = torch.zeros(3, dtype=torch.long)
-        args = raw_args(z, y.cuda(), [EdgeSpec(0, 1)])
+        args = raw_args(z, y.cuda(), [EdgeSpec(src=0, dst=1)])
         with pytest.raises(RuntimeError, match="all tensors must be on cuda"):
             OP(z, y, *args[2:])

@@ -1,4 +1,6 @@
-"""Named graphs: the collaborative-learning methods of SPEC §1 and §6.
+"""Named graphs: the collaborative-learning methods the thesis (ch. 3-4) compares
+as graphs: vanilla, KD (Hinton et al. 2015), DML (Zhang et al. 2018), BAN
+(Furlanello et al. 2018), TA (Mirzadeh et al. 2020), the graphs it found, ensembles.
 
 Every preset is a function of keyword parameters returning a :class:`Graph`;
 ``get_preset("dml", k=3)`` builds one, ``list_presets()`` names them all.
@@ -105,7 +107,7 @@ def ta(teacher: str = AUTO_MODEL, assistant: str = AUTO_MODEL, student: str = AU
 
 @register_preset("ktg-found-2node")
 def ktg_found_2node(target: str = "resnet32", auxiliary: str = "wrn28_2") -> Graph:
-    """The 2-node graph found by the thesis's search with four gates (SPEC §1):
+    """The 2-node graph found by the thesis's search with four gates (ch. 3):
     ResNet32 ↔ WRN28-2, Correct gate on ResNet32 → WRN28-2, Through elsewhere."""
     nodes = [Node("r32", target), Node("wrn", auxiliary)]
     edges = [_label("r32"), _label("wrn"), Edge("wrn", "r32", "kl"),
@@ -113,7 +115,7 @@ def ktg_found_2node(target: str = "resnet32", auxiliary: str = "wrn28_2") -> Gra
     return Graph(nodes, edges, "r32")
 
 
-# ---- Ensemble KTG (SPEC §2): model nodes of one architecture + an ensemble node
+# ---- Ensemble KTG (the thesis, ch. 4): model nodes of one architecture + an ensemble node
 
 def _ensemble_graph(names: list[str], model: str, edges: list[Edge]) -> Graph:
     nodes = [Node(n, model) for n in names] + [Node("ensemble", ENSEMBLE_MODEL)]

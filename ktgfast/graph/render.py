@@ -6,12 +6,9 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from ..edges import LABEL
+from ..edges import GATE_COLORS, LABEL
 from .spec import Graph
 from .ssl import dst_view, src_view
-
-GATE_COLORS = {"through": "black", "cutoff": "gray70", "linear": "blue", "neg_linear": "purple",
-               "correct": "red", "sine": "darkgreen", "threshold": "orange"}
 
 
 def summary(graph: Graph) -> str:

@@ -1,20 +1,21 @@
-"""Graph, Node, Edge and Gate: a knowledge-transfer graph as plain data.
+"""Graph, Node and Edge: a knowledge-transfer graph as plain data.
 
 A graph is what a user writes in YAML; it is validated (``validate.py``) before
 any model is built and turned into the fused op's edge table by
-``Graph.edge_specs()``.  ``canonical()`` gives a form in which graphs that
+``Graph.edge_specs()``.  Gates are :class:`ktgfast.edges.Gate` values (a kind of
+the table of edge kinds plus its parameters), the same object from the YAML
+file to the packed table.  ``canonical()`` gives a form in which graphs that
 compute the same thing compare and hash equal: cutoff edges are dropped (they
-carry nothing), edges are sorted, gate parameters that a gate ignores are reset.
+carry nothing), edges are sorted, a sine gate's phase is taken modulo 2π.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-import math
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from ..edges import ATTENTION_LOSS_KINDS, GATE_KINDS, LABEL, EdgeSpec
+from ..edges import ATTENTION_LOSS_KINDS, LABEL, EdgeSpec, Gate
 from .ssl import DEFAULT_DST_VIEW, DEFAULT_SRC_VIEW, TPL, TPL_TAU
 
 AUTO_MODEL = "auto"  # the dataset's default model, resolved by the trainer
@@ -28,45 +29,6 @@ LOSS_DESIGNS = {
     "prob+": "kl", "prob-": "cos", "att+": "pull", "att-": "push",
     "prob+att+": "kl&pull", "prob-att-": "cos&push",
 }
-
-
-@dataclass(frozen=True)
-class Gate:
-    """Per-sample weight of an edge (see ``ktgfast.edges`` for the semantics)."""
-
-    kind: str = "through"
-    f: float = 0.0      # sine frequency
-    phi: float = 0.0    # sine phase (radians)
-    tau: float = 0.95   # threshold on the source's max probability
-
-    def canonical(self) -> "Gate":
-        if self.kind == "sine":
-            return Gate("sine", f=float(self.f), phi=float(self.phi) % (2 * math.pi))
-        if self.kind == "threshold":
-            return Gate("threshold", tau=float(self.tau))
-        return Gate(self.kind)
-
-    def __str__(self) -> str:
-        if self.kind == "sine":
-            return f"sine(f={self.f:.3g}, phi={self.phi:.3g})"
-        if self.kind == "threshold":
-            return f"threshold({self.tau:.3g})"
-        return self.kind
-
-    @classmethod
-    def parse(cls, value: Any, where: str = "gate") -> "Gate":
-        """A gate from a name (``"correct"``) or a mapping (``{kind: sine, f: .5}``)."""
-        if isinstance(value, Gate):
-            return value
-        if isinstance(value, str):
-            value = {"kind": value}
-        if not isinstance(value, dict):
-            raise ValueError(f"{where}: expected a gate name or mapping, got {value!r}")
-        _check_keys(value, cls, where)
-        kind = value.get("kind", "through")
-        if kind not in GATE_KINDS:
-            raise ValueError(f"{where}.kind: unknown gate {kind!r}; allowed: {', '.join(GATE_KINDS)}")
-        return cls(**value)
 
 
 @dataclass(frozen=True)
@@ -100,7 +62,7 @@ class Edge:
     src: str
     dst: str
     loss: str = "kl"
-    gate: Gate = Gate()
+    gate: Gate = field(default_factory=Gate)
     T: float = 1.0
     weight: float = 1.0
     t2: bool = True
@@ -143,7 +105,7 @@ class Graph:
     crop_sizes: list[int] | None = None
     attention_pull: str = "mean"
     # Label edges on a labelled batch, every other edge on an unlabelled one
-    # (SPEC §3; see ssl.py).  Self-loops, EMA nodes and views need it.
+    # (the thesis, ch. 5; see ssl.py).  Self-loops, EMA nodes and views need it.
     semi_supervised: bool = False
 
     # -- lookups -----------------------------------------------------------
@@ -200,11 +162,8 @@ class Graph:
     def _specs(self, part: int) -> list[EdgeSpec]:
         idx = {n: i for i, n in enumerate(self.node_names())}
         return [
-            EdgeSpec(
-                src=LABEL if e.src == LABEL else idx[e.src], dst=idx[e.dst], loss=e.parts()[part],
-                gate=e.gate.kind, T=e.T, weight=e.weight, t2=e.t2, f=e.gate.f, phi=e.gate.phi,
-                tau=e.gate.tau,
-            )
+            EdgeSpec(src=LABEL if e.src == LABEL else idx[e.src], dst=idx[e.dst], loss=e.parts()[part],
+                     gate=e.gate, T=e.T, weight=e.weight, t2=e.t2)
             for e in self.edges if e.parts()[part] is not None
         ]
 
@@ -221,7 +180,7 @@ class Graph:
 
     def key(self) -> str:
         """A canonical JSON string: equal for graphs that compute the same thing."""
-        d = self.canonical().to_dict()
+        d = self.canonical()._to_dict(identity=True)
         d.pop("name", None)
         return json.dumps(d, sort_keys=True, separators=(",", ":"))
 
@@ -236,11 +195,17 @@ class Graph:
 
     # -- (de)serialisation -----------------------------------------------------
     def to_dict(self) -> dict:
+        """The YAML form (``save_graph``; ``from_dict`` reads it back)."""
+        return self._to_dict(identity=False)
+
+    def _to_dict(self, identity: bool) -> dict:
+        # identity: the form key() hashes, where a gate writes only the
+        # parameters that differ from their defaults (as when gates had flat
+        # f/phi/tau fields, so digests of existing graphs stay the same); the
+        # YAML form also writes the parameters a graph file must give.
         def edge(e: Edge) -> dict:
             d = {"src": e.src, "dst": e.dst, "loss": e.loss}
-            g = asdict(e.gate)
-            default = asdict(Gate(e.gate.kind))
-            d["gate"] = e.gate.kind if g == default else {k: v for k, v in g.items() if k == "kind" or v != default[k]}
+            d["gate"] = e.gate.to_data(minimal=identity)
             for k in ("T", "weight", "t2", "src_view", "dst_view"):
                 if getattr(e, k) != getattr(Edge("a", "b"), k):
                     d[k] = getattr(e, k)
@@ -295,7 +260,7 @@ class Graph:
                 if req not in e:
                     raise ValueError(f"{w}.{req}: missing; every edge needs src and dst")
             e = dict(e)
-            e["gate"] = Gate.parse(e.get("gate", "through"), f"{w}.gate")
+            e["gate"] = Gate.parse(e.get("gate", "through"), f"{w}.gate")  # checked against the table
             for k in ("T", "weight"):
                 if k in e:
                     e[k] = _number(e[k], f"{w}.{k}")

@@ -1,4 +1,4 @@
-"""Semi-supervised graphs (SPEC §3, thesis ch. 5): views, the thresholded
+"""Semi-supervised graphs (the thesis, ch. 5): views, the thresholded
 pseudo-label loss, EMA nodes, and the checks a graph marked
 ``semi_supervised: true`` must pass.
 
@@ -27,14 +27,21 @@ and the target.
 """
 from __future__ import annotations
 
-from ..edges import LABEL
+from ..edges import GATES, LABEL
+from .errors import GraphError
 
 VIEWS = ("weak", "weak2", "strong")
-DEFAULT_SRC_VIEW = "weak"     # ζ2 (SPEC §3: the source sees the weak view)
-DEFAULT_DST_VIEW = "strong"   # ζ1 (the target sees the strong view)
+DEFAULT_SRC_VIEW = "weak"     # ζ2: the source sees the weak view (FixMatch, Sohn et al. 2020)
+DEFAULT_DST_VIEW = "strong"   # ζ1: the target sees the strong view
 TPL = "tpl"                   # thresholded pseudo-label (eq. 5.5)
-TPL_TAU = 0.95                # its threshold τ (SPEC §3)
+TPL_TAU = 0.95                # its threshold τ (FixMatch's; the thesis, eq. 5.5)
 UNLABELED_LOSSES = ("kl", "cos", "pl", TPL)
+# Gates an unlabelled edge may have (not those that compare with the label).
+UNLABELED_GATES = tuple(name for name, g in GATES.items() if not g.needs_labels)
+# Gates a tpl edge may have: cutoff, its own threshold, and those that depend
+# on progress only (they become its coefficient schedule).
+TPL_GATES = tuple(name for name, g in GATES.items()
+                  if g.skip or g.schedule is not None or name == "threshold")
 
 
 def src_view(edge) -> str:
@@ -50,18 +57,19 @@ def lower_edge(edge) -> tuple[str, str, float, str]:
 
     The op has one gate per edge; a ``tpl`` edge takes the op's ``threshold``
     gate (τ = 0.95) and its own gate becomes a per-step factor on the edge's
-    coefficient (``modulation``: ``none``, ``linear`` (k/k_end) or
-    ``neg_linear``).  A ``tpl`` edge with a threshold gate τ' is one
+    coefficient: ``modulation`` is the name of the coefficient schedule
+    (``ktgfast.edges.kinds.SCHEDULES``) with the gate's weight -- ``none``,
+    ``linear`` (k/k_end) or ``neg_linear`` -- to pass as the edge's
+    ``coef_schedule``.  A ``tpl`` edge with a threshold gate τ' is one
     threshold at max(τ, τ')."""
     gate, loss = edge.gate, edge.loss
     if loss != TPL:
         return loss, gate.kind, gate.tau, "none"
-    if gate.kind in ("linear", "neg_linear"):
-        return "pl", "threshold", TPL_TAU, gate.kind
     if gate.kind == "threshold":
         return "pl", "threshold", max(TPL_TAU, gate.tau), "none"
-    if gate.kind == "through":
-        return "pl", "threshold", TPL_TAU, "none"
+    schedule = GATES[gate.kind].schedule if gate.kind in GATES else None
+    if schedule is not None:  # through, linear, neg_linear
+        return "pl", "threshold", TPL_TAU, schedule
     return "pl", gate.kind, gate.tau, "none"  # cutoff (dropped) or sine (rejected by validate)
 
 
@@ -84,8 +92,6 @@ def ssl_features(graph) -> list[str]:
 
 def check_semi_supervised(graph) -> None:
     """The rules of semi-supervised graphs; raises GraphError."""
-    from .validate import GraphError
-
     if not graph.semi_supervised:
         found = ssl_features(graph)
         if found:
@@ -97,7 +103,7 @@ def check_semi_supervised(graph) -> None:
         if n.is_ensemble:
             raise GraphError(f"{w}: ensemble nodes are not supported in semi-supervised graphs")
         if n.ema_of is not None:
-            _check_ema_node(graph, i, GraphError)
+            _check_ema_node(graph, i)
     for i, e in enumerate(graph.edges):
         w = f"graph.edges[{i}]"
         for k in ("src_view", "dst_view"):
@@ -118,17 +124,17 @@ def check_semi_supervised(graph) -> None:
         if e.parts()[1] is not None:
             raise GraphError(f"{w}.loss: attention losses are not supported in semi-supervised "
                              f"graphs; allowed: {', '.join(UNLABELED_LOSSES)}")
-        if e.gate.kind == "correct":
-            raise GraphError(f"{w}.gate: the correct gate needs labels, which unlabelled edges "
-                             "do not have; allowed: through, cutoff, linear, neg_linear, threshold, sine")
-        if e.loss == TPL and e.gate.kind == "sine":
-            raise GraphError(f"{w}.gate: tpl takes through, cutoff, linear, neg_linear or "
-                             "threshold; for a sine-gated pseudo-label use pl")
+        if e.gate.kind not in UNLABELED_GATES:
+            raise GraphError(f"{w}.gate: the {e.gate.kind} gate needs labels, which unlabelled edges "
+                             f"do not have; allowed: {', '.join(UNLABELED_GATES)}")
+        if e.loss == TPL and e.gate.kind not in TPL_GATES:
+            raise GraphError(f"{w}.gate: tpl takes {', '.join(TPL_GATES[:-1])} or {TPL_GATES[-1]}; "
+                             f"for a {e.gate.kind}-gated pseudo-label use pl")
         if e.loss == "kl" and src_view(e) == dst_view(e) and _same_weights(graph, e.src, e.dst):
             what = "a self-loop" if e.src == e.dst else f"{e.src!r} and its EMA partner {e.dst!r}"
             raise GraphError(
                 f"{w}: consistency between {what} on the same view {src_view(e)!r} compares a "
-                "model with itself (a zero loss; DESIGN pitfall 12); give src_view and dst_view "
+                "model with itself (a zero loss); give src_view and dst_view "
                 f"different views ({', '.join(VIEWS)})")
 
 
@@ -137,7 +143,7 @@ def _same_weights(graph, a: str, b: str) -> bool:
     return a == b or graph.node(a).ema_of == b or graph.node(b).ema_of == a
 
 
-def _check_ema_node(graph, i: int, GraphError) -> None:
+def _check_ema_node(graph, i: int) -> None:
     n, w = graph.nodes[i], f"graph.nodes[{i}]"
     names = graph.node_names()
     if n.ema_of not in names:

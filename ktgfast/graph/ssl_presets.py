@@ -1,9 +1,9 @@
-"""Semi-supervised methods as graphs (SPEC §3, thesis fig. 5.1-5.2).
+"""Semi-supervised methods as graphs (the thesis, ch. 5, figs. 5.1-5.2).
 
 Nodes are numbered from 1 as in the thesis; node 1 is the target.  Every
 graph has the supervised CE on the labelled batch; the other edges act on the
 unlabelled batch (``ssl.py``).  Views: the target end sees ζ1, the source end
-ζ2.  FixMatch uses ζ1 strong / ζ2 weak (SPEC's defaults); the Π-model, Mean
+ζ2.  FixMatch uses ζ1 strong / ζ2 weak (Sohn et al. 2020; the defaults); the Π-model, Mean
 Teacher and Pseudo-Label default to two independent weak draws
 (``views="weak"``, as in their papers and the thesis's diverse space), and
 ``views="strong"`` gives them FixMatch's perturbations.

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import math
 
-from ..edges import ATTENTION_LOSS_KINDS, GATE_KINDS, LABEL, LABEL_LOSSES, LOSS_KINDS, REDUCTIONS
+from ..edges import ATTENTION_LOSS_KINDS, LABEL, LABEL_LOSSES, LOSS_KINDS, PULL_NORMS, REDUCTIONS
+from ..models import list_models
+from .errors import GraphError
 from .spec import AUTO_MODEL, ENSEMBLE_MODEL, LOSS_DESIGNS, Graph
 from .ssl import TPL, check_semi_supervised
 
-PULL_NORMS = ("mean", "sum")
-
-
-class GraphError(ValueError):
-    """A graph that cannot be trained, with the offending field path."""
+__all__ = ["GraphError", "PULL_NORMS", "validate"]
 
 
 def _model_known(name: str, known_models) -> bool:
@@ -81,8 +79,6 @@ def validate(graph: Graph, known_models=None) -> Graph:
             _check_ensemble(graph, i)
             continue
         if known_models is not None and n.model != AUTO_MODEL and not _model_known(n.model, known_models):
-            from ..models import list_models
-
             names = known_models if isinstance(known_models, list) else list_models()
             raise GraphError(
                 f"{w}.model: unknown model {n.model!r}; allowed: {AUTO_MODEL}, {ENSEMBLE_MODEL}, "
@@ -108,14 +104,13 @@ def validate(graph: Graph, known_models=None) -> Graph:
             raise GraphError(f"{w}: self-loop {e.src!r} -> {e.dst!r}; only semi-supervised graphs "
                              "have self-loops (a node on two views); set semi_supervised: true")
         _check_loss(graph, e, w)
-        if e.gate.kind not in GATE_KINDS:
-            raise GraphError(f"{w}.gate: unknown gate {e.gate.kind!r}; allowed: {', '.join(GATE_KINDS)}")
+        problems = e.gate.problems(f"{w}.gate")  # kind and parameters against the table
+        if problems:
+            raise GraphError(problems[0].line())
         if not (math.isfinite(e.T) and e.T > 0):
             raise GraphError(f"{w}.T: {e.T!r}; the temperature must be a finite number > 0")
         if not math.isfinite(e.weight):
             raise GraphError(f"{w}.weight: {e.weight!r} must be finite")
-        if not 0 <= e.gate.tau <= 1:
-            raise GraphError(f"{w}.gate.tau: {e.gate.tau!r} must be in [0, 1]")
         if graph.node(e.dst).is_ensemble:
             raise GraphError(f"{w}.dst: {e.dst!r} is an ensemble node (the mean of its members); "
                              "it takes no edges, train its members instead")

@@ -8,14 +8,12 @@ from typing import Sequence
 
 import torch
 
-from ..edges import REDUCTIONS, AttentionEdgeTable, EdgeSpec, as_table
+from ..edges import MAX_CROPS, PULL_NORMS, REDUCTIONS, AttentionEdgeTable, EdgeSpec, as_table
 from ._extension import _C, require_extension as _require_extension
 from .gated_edge_loss import EdgeLoss, _loss_dtype, _progress_tensor
 
-# How a pull term is normalised over a crop's d cells (DESIGN pitfall 9):
-# "mean" divides the squared error by d (the thesis's mean squared error).
-PULL_NORMS = {"mean": 0, "sum": 1}
-MAX_CROPS = 16  # csrc/common/attention_crop.h kMaxCrops
+# PULL_NORMS: how a pull term is normalised over a crop's d cells; "mean"
+# divides the squared error by d (the thesis's eq. 4.8, a mean squared error).
 
 
 def _crop_sizes(crop_sizes: Sequence[int]) -> list[int]:
@@ -63,7 +61,8 @@ def attention_crop_loss(
         edges: an :class:`AttentionEdgeTable` (build once, keep on the device)
             or specs with ``loss`` ``"pull"`` or ``"push"``.
         progress: ``k / k_end`` in [0, 1] as a float or a device scalar tensor
-            (a tensor keeps the call free of host synchronisation).
+            (a tensor keeps the call free of host synchronisation); gates and
+            coefficient schedules are evaluated from it.
         crop_sizes: the square crop sizes (ResNet (3, 5, 7), ABN (3, 7, 11)).
         reduction: ``"mean"`` over the batch (default) or ``"sum"``.
         pull: ``"mean"`` (default) or ``"sum"`` over a crop's cells.
@@ -87,7 +86,7 @@ def attention_crop_loss(
     table = as_table(edges, maps.shape[0], maps.device, kind=AttentionEdgeTable)
     prog = _progress_tensor(progress, maps.device)
     edge_loss, node_loss, count, _ = torch.ops.ktgfast.attention_crop_loss(
-        maps, logits, labels, table.edge_index, table.edge_params, prog, sizes,
+        maps, logits, labels, table.edge_index, table.params_at(prog), prog, sizes,
         REDUCTIONS[reduction], PULL_NORMS[pull],
     )
     return EdgeLoss(edge_loss, node_loss, count)

@@ -45,7 +45,8 @@ def gated_edge_loss(
         labels: ``(B,)`` int64 class labels.
         edges: an :class:`EdgeTable` (build once, keep on the device) or specs.
         progress: ``k / k_end`` in [0, 1] as a float or a device scalar tensor
-            (a tensor keeps the call free of host synchronisation).
+            (a tensor keeps the call free of host synchronisation).  The gates
+            and the edges' coefficient schedules are evaluated from it.
         reduction: ``"mean"`` over the batch (default) or ``"sum"``.
 
     The gradient of ``node_loss.sum()`` is computed in the forward pass, so the
@@ -58,8 +59,10 @@ def gated_edge_loss(
         raise ValueError(f"logits must be (M, B, C), got shape {tuple(logits.shape)}")
     table = as_table(edges, logits.shape[0], logits.device)
     prog = _progress_tensor(progress, logits.device)
+    # The table owns the packing; coefficient schedules scale the coef column
+    # here, on the device (tables without one pass their params unchanged).
     edge_loss, node_loss, count, _ = torch.ops.ktgfast.gated_edge_loss(
-        logits, labels, table.edge_index, table.edge_params, prog, REDUCTIONS[reduction]
+        logits, labels, table.edge_index, table.params_at(prog), prog, REDUCTIONS[reduction]
     )
     return EdgeLoss(edge_loss, node_loss, count)
 

@@ -1,4 +1,4 @@
-"""Search spaces as data: which graphs a search may sample (SPEC §1, 3.2.5).
+"""Search spaces as data: which graphs a search may sample (the thesis, ch. 3).
 
 The target node (node0) and its model, and the number of nodes, are fixed;
 searched are the model of every auxiliary node and the gate of every edge,
@@ -7,12 +7,12 @@ label edges included: one of a discrete gate list, or Sine gates with
 (``{default: [...], mnist5k: [...]}``) so one space runs a CPU demo and the
 thesis setting alike.  Built-in spaces live in ``spaces/*.yaml``.
 
-Ensemble spaces (SPEC §2, ``ensemble: true``): every model node has the one
+Ensemble spaces (the thesis, ch. 4; ``ensemble: true``): every model node has the one
 fixed model (``target_model``), an ensemble node averages them and is the
 target, and every model-to-model edge also searches its loss design
 (``loss_designs``: Prob(±), Att(±), Prob&Att(±)).
 
-Semi-supervised spaces (SPEC §3, ``semi_supervised: true``): self-loops, edge
+Semi-supervised spaces (the thesis, ch. 5; ``semi_supervised: true``): self-loops, edge
 losses, EMA nodes and views; see ``ssl_space.py``.  ``score: best`` scores a
 trial by its best model node instead of the target.
 """
@@ -26,12 +26,16 @@ from typing import Any
 
 import yaml
 
-from ..edges import GATE_KINDS, LABEL
+from ..edges import GATES, LABEL
 from ..graph import ENSEMBLE_MODEL, LOSS_DESIGNS, Edge, Gate, Graph, Node
 from .ssl_space import check_score, parse_ssl_keys, sample_ssl, ssl_size
 
+# The gates a supervised space may list, and the one searched by its
+# parameters instead (gates: sine), from the table of edge kinds.
+DISCRETE_GATES = tuple(name for name, g in GATES.items() if g.search_discrete)
 SINE = "sine"
-PHI_MAX = 0.75 * 2 * math.pi
+SINE_PARAMS = tuple(p for p in GATES[SINE].params if p.search is not None)
+PHI_MAX = GATES[SINE].param("phi").search[1]
 SPACE_KEYS = ("name", "nodes", "target_model", "aux_models", "gates", "edge_loss", "temperature",
               "ensemble", "loss_designs", "semi_supervised", "edge_losses", "ema", "views", "score")
 ENSEMBLE_NODE = "ensemble"
@@ -101,9 +105,9 @@ class SearchSpace:
             if not isinstance(gates, list) or not gates:
                 raise ValueError(f"{where}.gates: expected a list of gate names or 'sine'")
             for g in gates:
-                if g not in GATE_KINDS or g in ("sine", "threshold", "neg_linear"):
+                if g not in DISCRETE_GATES:
                     raise ValueError(f"{where}.gates: {g!r} is not a searchable discrete gate; "
-                                     "allowed: through, cutoff, linear, correct (or gates: sine)")
+                                     f"allowed: {', '.join(DISCRETE_GATES)} (or gates: {SINE})")
         aux = _per_dataset(data.get("aux_models", ["auto"]), f"{where}.aux_models")
         for k, v in aux.items():
             if not isinstance(v, list) or not v:
@@ -179,9 +183,9 @@ class SearchSpace:
         edges = []
         for s, t in self.edge_pairs():
             key = f"{s}_{t}"
-            if self.gates == SINE:
-                gate = Gate("sine", f=trial.suggest_float(f"f_{key}", 0.0, 1.0),
-                            phi=trial.suggest_float(f"phi_{key}", 0.0, PHI_MAX))
+            if self.gates == SINE:  # f_src_dst, phi_src_dst over the table's search ranges
+                gate = Gate(SINE, **{p.name: trial.suggest_float(f"{p.name}_{key}", *p.search)
+                                     for p in SINE_PARAMS})
             else:
                 gate = Gate(trial.suggest_categorical(f"gate_{key}", list(self.gates)))
             loss = "ce" if s == LABEL else self.edge_loss

@@ -1,4 +1,4 @@
-"""Semi-supervised search spaces (SPEC §3, thesis §5.2.3, figs. 5.4-5.5).
+"""Semi-supervised search spaces (the thesis, §5.2.3, figs. 5.4-5.5).
 
 A space with ``semi_supervised: true`` numbers its nodes from 1 (node 1 is the
 target and has the fixed ``target_model``) and searches, for every edge --
@@ -19,15 +19,16 @@ default, FixMatch's perturbations; ``{src: weak, dst: weak2}`` for the diverse
 space's two weak draws).  ``score``: ``target`` (node 1's validation accuracy)
 or ``best`` (the better model node's, as the thesis scores its FixMatch space).
 A node whose every incoming edge is cutoff and that is no EMA is pretrained on
-the labelled set and frozen (SPEC §3).
+the labelled set and frozen (the thesis, ch. 5).
 """
 from __future__ import annotations
 
-from ..edges import LABEL
+from ..edges import GATES, LABEL
 from ..graph import Edge, Gate, Graph, Node
 from ..graph.ssl import UNLABELED_LOSSES, VIEWS
 
-SSL_GATES = ("through", "cutoff", "linear", "neg_linear", "threshold")
+# The gates a semi-supervised space may list (from the table of edge kinds).
+SSL_GATES = tuple(name for name, g in GATES.items() if g.search_ssl)
 SCORES = ("target", "best")
 EMA = "ema"
 
@@ -60,7 +61,9 @@ def check_score(score, where: str) -> str:
 
 
 def label_gates(space) -> list[str]:
-    return [g for g in space.gates if g != "threshold"] or ["through"]
+    """The space's gates for label edges: those that pass everything from the
+    label (threshold: Through there) are left out."""
+    return [g for g in space.gates if not GATES[g].label_passes] or ["through"]
 
 
 def sample_ssl(space, trial, dataset: str) -> Graph:
