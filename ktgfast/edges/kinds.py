@@ -27,8 +27,8 @@ eqs. 3.4-3.8 and ch. 5 eqs. 5.6-5.8):
                 (not by the number of passing samples), as in the thesis.
 ``sine``        ``0.5 + 0.5 sin(2π f p + φ)``
 ``threshold``   1 if ``max softmax(z_s)`` (at T = 1) ``> tau``, else 0 (label
-                edge: 1); FixMatch's mask (Sohn et al. 2020, eq. 4), also
-                divided by the whole ``B``.
+                edge: 1); FixMatch's confidence mask (Sohn et al. 2020),
+                also divided by the whole ``B``.
 ==============  ============================================================
 
 A weight that is not > 0 closes the gate for that sample (the op neither
@@ -66,8 +66,8 @@ on the device by the op wrappers from ``p``, independent of the gate):
 ``neg_linear``    ``1 - p``
 ``ramp_linear``   ``min(p / L, 1)``
 ``ramp_sigmoid``  ``exp(-5 (1 - min(p / L, 1))²)``: the sigmoid-shaped
-                  ramp-up of Laine & Aila 2017 (sec. 3.1) and Tarvainen &
-                  Valpola 2017 (Mean Teacher, appendix)
+                  ramp-up of Laine & Aila 2017 (temporal ensembling) and
+                  Tarvainen & Valpola 2017 (Mean Teacher)
 ================  ==========================================================
 
 ``L`` in (0, 1] is the ramp's length as a fraction of training.  ``p`` is

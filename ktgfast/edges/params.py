@@ -52,6 +52,10 @@ class KindValue:
     LEGACY: ClassVar[dict[str, float]] = {}
 
     def __init__(self, kind: str | None = None, /, **params: Any):
+        if "kind" in params:  # Gate(kind="sine", ...)
+            if kind is not None:
+                raise TypeError(f"{type(self).__name__} got the kind twice")
+            kind = params.pop("kind")
         kind = self.DEFAULT if kind is None else kind
         entry = self.TABLE.get(kind) if isinstance(kind, str) else None
         if entry is not None:
