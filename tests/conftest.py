@@ -40,8 +40,16 @@ def no_user_cache(tmp_path, monkeypatch):
 def data():
     """Tiny synthetic data: 192 train / 64 val / 64 test grey 8x8 images, 4
     classes (48 per class in train); noisy enough that one epoch does not
-    already give 100 % everywhere."""
+    already give 100 % everywhere (``support.data.tiny_data()``)."""
+    from support.data import tiny_data
+
+    return tiny_data()
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    """The real ``mnist5k`` data set (3500 train / 500 val / 1000 test), loaded
+    once per module."""
     from ktgfast.data import get_dataset
 
-    return get_dataset("synthetic", val_size=64, n_train=256, n_test=64, num_classes=4, channels=1,
-                       image_size=8, noise=150.0)
+    return get_dataset("mnist5k")

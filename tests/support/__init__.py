@@ -5,6 +5,7 @@
 - ``support.search``: search tests (tests/test_search.py) -- the tiny data set
   ``tinysyn``, search-space files, the ASHA rule, and the ``__main__`` of the
   child processes those tests start;
+- ``support.data``: tiny synthetic data sets (``tiny_data``);
 - ``support.wait``: waiting for an event (a file, a process state, a storage
   state) with a generous overall limit instead of a fixed sleep.
 
