@@ -89,7 +89,8 @@ def _add_config_flags(p) -> None:
 def _train(args: argparse.Namespace) -> int:
     from .train.methods import trainer_class
 
-    trainer = trainer_class(args.method)(args.graph, args.data, _config(args), resume=args.resume,
+    method = None if args.method == "auto" else args.method
+    trainer = trainer_class(method)(args.graph, args.data, _config(args), resume=args.resume,
                       graph_params=_graph_params(args.graph_arg))
     result = trainer.fit()
     print(f"run folder: {trainer.run_dir}")
@@ -97,14 +98,17 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _add_train(sub) -> None:
+    from .train.steps import TRAIN_METHODS
+
     p = sub.add_parser("train", help="train a graph on a dataset",
                        description="Train a knowledge-transfer graph. Flags override --config.")
     p.add_argument("--graph", default="dml", help="preset name or YAML file (default dml)")
     p.add_argument("--graph-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="preset parameter, e.g. k=3")
     p.add_argument("--data", default="mnist5k", help="dataset name (default mnist5k)")
-    p.add_argument("--method", default="ktg", help="training method (default ktg); see "
-                   "ktgfast.train.methods.TRAIN_METHODS")
+    p.add_argument("--method", default="auto", choices=["auto", *TRAIN_METHODS],
+                   help="training method (default auto: ssl for semi-supervised graphs or "
+                        "--labels-per-class, else ktg)")
     _add_config_flags(p)
     p.set_defaults(run=_train)
 

@@ -209,6 +209,7 @@ def test_analyze_ensemble_run(tmp_path, teacher_run, data, monkeypatch):
     assert "mutual_kl" in s["text"]
 
 
+@pytest.mark.slow
 def test_cli_distill_then_analyze_conflicts(tmp_path, capsys):
     """End to end on MNIST-5k: train a 2-model ensemble, distil it with PCGrad,
     analyse both runs."""

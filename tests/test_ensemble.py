@@ -169,6 +169,7 @@ def step_with_copies(t: Trainer):
     return x, y, models
 
 
+@pytest.mark.slow
 def test_ensemble_node_accuracy_is_that_of_mean_logits(tmp_path, data):
     g = ens_graph(members=["a", "c"])
     t = Trainer(g, data, config(tmp_path))
@@ -201,6 +202,7 @@ def test_knowledge_from_an_ensemble_node_matches_reference(tmp_path, data):
         assert torch.allclose(p_ref.detach() - 0.1 * p_ref.grad, p.detach(), atol=1e-5, rtol=1e-4)
 
 
+@pytest.mark.slow
 def test_ensemble_presets_train_on_real_data(tmp_path):
     mnist = get_dataset("mnist5k")
     for name in ("ens-independent", "ens-dml"):

@@ -11,6 +11,8 @@ import pickle
 import numpy as np
 import pytest
 import torch
+
+import ktgfast.models
 import torch.nn.functional as F
 
 from ktgfast import reference
@@ -334,7 +336,7 @@ def no_training(monkeypatch):
         raise AssertionError("training started for a bad configuration")
 
     monkeypatch.setattr(Trainer, "train_step", boom)
-    monkeypatch.setattr(Trainer, "_build_model", boom)
+    monkeypatch.setattr(ktgfast.models, "build_model", boom)
 
 
 def test_missing_map_names_dataset_and_option(tmp_path, data, no_training):
@@ -387,13 +389,15 @@ def test_cli_mixup_errors(tmp_path, capsys, no_training):
     assert not (tmp_path / "run").exists()
 
 
-def test_trainers_with_their_own_step_refuse_mixup(tmp_path, data):
-    class OwnStep(Trainer):
-        def train_step(self, x, y):  # pragma: no cover - never reached
-            raise AssertionError
+@pytest.mark.parametrize("method", ["ssl", "self-distill", "ban"])
+def test_trainers_with_their_own_step_refuse_mixup(tmp_path, data, method, monkeypatch):
+    """Mixup belongs to the ktg step; another method refuses it before any work."""
+    def boom(*a, **k):
+        raise AssertionError("a model was built for a refused config")
 
-    with pytest.raises(ValueError, match="OwnStep has its own training step"):
-        OwnStep(graph(), data, make_config(tmp_path, mixup="beta"))
+    monkeypatch.setattr(ktgfast.models, "build_model", boom)
+    with pytest.raises(ValueError, match=rf"config.mixup = 'beta' .*--method {method} does not use it"):
+        Trainer(graph(), data, make_config(tmp_path, mixup="beta"), method=method)
 
 
 # ----------------------------------------------------------- 6. the trainer
@@ -467,6 +471,7 @@ def test_resume_is_bitwise_with_mixup(tmp_path, data, tiny_map):
 
 
 # ------------------------------------------------- 7. DML on MNIST-5k
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", list(POLICIES))
 def test_dml_trains_with_each_policy_on_mnist5k(tmp_path, mnist, policy):
     """One epoch (54 steps) of 2 x cnn_small DML at the mnist5k recipe.  Measured

@@ -20,7 +20,7 @@ from ktgfast.data import get_dataset
 from ktgfast.graph import Edge, Graph, Node
 from ktgfast.train import TrainConfig
 from ktgfast.train import checkpoint as ckpt
-from ktgfast.train import self_distill as sd
+from ktgfast.train.steps import self_distill as sd
 from ktgfast.train.methods import trainer_class
 from ktgfast.train.plateau import PlateauRule
 from ktgfast.train.self_distill import BornAgainTrainer, SelfDistillTrainer
@@ -71,11 +71,12 @@ def read_csv(path) -> list[dict]:
 
 
 # ------------------------------------------------------------------ the bank
+@pytest.mark.slow
 def test_bank_stores_training_outputs_at_sample_ids(tmp_path, data):
     """Batch size 40 drops 32 of 192 samples per epoch: those rows keep y_v."""
     tr = SelfDistillTrainer(graph(), data, config(tmp_path, batch_size=40))
     seen = []
-    step = tr.train_batch
+    step = tr.train_step
 
     def record(x, y, idx):
         seen.append((idx.clone(), y.clone(), None))
@@ -94,7 +95,7 @@ def test_bank_stores_training_outputs_at_sample_ids(tmp_path, data):
         seen[-1] = (seen[-1][0], seen[-1][1], out["z"].detach().softmax(-1))
         return loss
 
-    tr.train_batch = record
+    tr.train_step = record
     y_v_before = tr.y_v.clone()
     assert torch.equal(y_v_before, F.one_hot(tr.train_labels, CLASSES).float())
     tr.train_epoch()
@@ -123,7 +124,7 @@ def test_target_is_half_label_half_bank(tmp_path, data, monkeypatch):
     monkeypatch.setattr(sd, "generation_loss", spy)
     x, y, idx = next(iter(tr.train_loader))
     y_v = tr.y_v.clone()
-    tr.train_batch(x, y, idx)
+    tr.train_step(x, y, idx)
     (y_seen, rows, teacher), = calls
     assert teacher is None and torch.equal(rows, y_v[idx])
     want = 0.5 * F.one_hot(y, CLASSES).float() + 0.5 * y_v[idx]
@@ -256,7 +257,7 @@ def test_generation_two_loss_by_hand(tmp_path, data, mode):
     else:
         target = onehot                              # BAN: no bank term
     want = -(target * log_q).sum(-1).mean() - (p_teacher * log_q).sum(-1).mean()
-    got = tr.train_batch(x, y, idx)
+    got = tr.train_step(x, y, idx)
     assert got.shape == (1,)
     assert got.item() == pytest.approx(want.item(), rel=1e-5)
 
@@ -266,7 +267,7 @@ def test_ban_generation_one_is_plain_cross_entropy(tmp_path, data):
     x, y, idx = next(iter(tr.train_loader))
     with torch.no_grad():
         want = F.cross_entropy(tr.models[0](x), y)
-    assert tr.train_batch(x, y, idx).item() == pytest.approx(want.item(), rel=1e-6)
+    assert tr.train_step(x, y, idx).item() == pytest.approx(want.item(), rel=1e-6)
 
 
 # -------------------------------------------------------------------- resume
@@ -363,6 +364,7 @@ def test_method_errors_are_clear(tmp_path, data):
 
 
 # ------------------------------------------------------------ MNIST-5k runs
+@pytest.mark.slow
 def test_each_method_runs_on_mnist5k(tmp_path, capsys):
     """Two one-epoch generations of each method (the CLI for one of them)."""
     common = ["--graph", "vanilla", "--graph-arg", "model=cnn_small", "--data", "mnist5k",

@@ -16,6 +16,8 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+
+import ktgfast.models
 import torch.nn as nn
 import yaml
 
@@ -483,6 +485,7 @@ def cli_train(tmp_path, out, *extra):
                 *extra])
 
 
+@pytest.mark.slow
 def test_cli_resume_matches_uninterrupted_run(tmp_path, capsys):
     assert cli_train(tmp_path, "full", "--epochs", "2") == 0
     assert cli_train(tmp_path, "part", "--epochs", "1") == 0
@@ -622,7 +625,7 @@ def no_training(monkeypatch):
         raise AssertionError("training started for a bad configuration")
 
     monkeypatch.setattr(Trainer, "train_step", boom)
-    monkeypatch.setattr(Trainer, "_build_model", boom)
+    monkeypatch.setattr(ktgfast.models, "build_model", boom)
 
 
 @pytest.mark.parametrize("case", sorted(BAD_GRAPHS))
@@ -854,7 +857,7 @@ def test_ensemble_is_mean_of_logits_by_hand(tmp_path, data):
     z[0][g == 2, y[g == 2]] = 100.0
     for node in (1, 2):
         z[node][g == 2, nxt(1)[g == 2]] = 40.0
-    tr.models = nn.ModuleList(FixedLogits(z[i]) for i in range(3))
+    tr.step.models = nn.ModuleList(FixedLogits(z[i]) for i in range(3))
     acc = tr.evaluate("test")
     assert acc == {"a": 50.0, "b": 25.0, "c": 25.0, "ensemble": 75.0}
     # and the alternatives really differ on this case

@@ -1,5 +1,5 @@
 """Training: the fused KTG step, schedules, checkpoints, metrics."""
 from .config import TrainConfig
-from .trainer import NonFiniteLossError, Trainer
+from .run import NonFiniteLossError, Trainer
 
 __all__ = ["NonFiniteLossError", "TrainConfig", "Trainer"]

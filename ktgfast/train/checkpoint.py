@@ -30,6 +30,7 @@ def atomic_save(obj, path: str | Path) -> None:
 
 def atomic_write_text(text: str, path: str | Path) -> None:
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 import typing
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import yaml
@@ -21,6 +21,20 @@ LOADERS = ("auto", "tensor", "torch", "dali")  # = ktgfast.data.LOADER_CHOICES
 # = ("none", *ktgfast.data.mixup.POLICIES); the superclass ones read superclass maps
 MIXUPS = ("none", "beta", "superclass_beta", "superclass_select")
 SUPERCLASS_MIXUPS = ("superclass_beta", "superclass_select")
+
+
+# Fields that only some methods read, by group: (the methods, the fields).  A
+# field of a group set away from its default for another method is an error
+# that names the method (``TrainConfig.check_method``).
+METHOD_GROUPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "semi-supervised": (("ssl",), ("labels_per_class", "label_seed", "unlabeled_batch_size",
+                                   "iterations", "eval_every", "ema_decay", "randaugment_n",
+                                   "randaugment_m", "randaugment_random_magnitude")),
+    "mixup": (("ktg",), ("mixup", "mixup_alpha", "superclass_map")),
+    "generations": (("self-distill", "ban"), ("generations", "plateau_patience",
+                                              "generation_patience", "lr_floor",
+                                              "max_epochs_per_generation")),
+}
 
 
 @dataclass
@@ -142,6 +156,29 @@ class TrainConfig:
                 or self.lr_floor < 0:
             bad("lr_floor", "a finite number >= 0")
         return self
+
+    def check_method(self, method: str) -> "TrainConfig":
+        """Refuse a field set (away from its default) that ``method`` does not read."""
+        defaults = TrainConfig()
+        for group, (methods, names) in METHOD_GROUPS.items():
+            if method in methods:
+                continue
+            for name in names:
+                value = getattr(self, name)
+                if value != getattr(defaults, name):
+                    flag = "--" + name.replace("_", "-")
+                    raise ValueError(
+                        f"config.{name} = {value!r} ({flag}) belongs to the {group} options of "
+                        f"--method {' / '.join(methods)}; --method {method} does not use it "
+                        f"(leave it at its default {getattr(defaults, name)!r})")
+        return self
+
+    def for_method(self, method: str) -> "TrainConfig":
+        """A copy with every group that ``method`` does not read at its defaults."""
+        defaults = TrainConfig()
+        reset = {name: getattr(defaults, name) for methods, names in METHOD_GROUPS.values()
+                 if method not in methods for name in names}
+        return replace(self, **reset)
 
     def resolved_milestones(self) -> list[int]:
         if self.milestones is not None:

@@ -1,21 +1,20 @@
-"""Training methods by name (``ktgfast train --method NAME``): each a trainer
-class with the signature ``cls(graph, data, config, *, resume, graph_params)``,
-imported lazily so a method's dependencies load only when it is used."""
+"""Training methods by name for ``ktgfast train --method NAME`` (the registry
+itself is ``ktgfast.train.steps.STEPS``)."""
 from __future__ import annotations
 
-import importlib
-
-# name -> "module:class"
-TRAIN_METHODS: dict[str, str] = {
-    "ktg": "ktgfast.train.trainer:Trainer",
-    "ssl": "ktgfast.train.ssl:SemiSupervisedTrainer",
-    "self-distill": "ktgfast.train.self_distill:SelfDistillTrainer",
-    "ban": "ktgfast.train.self_distill:BornAgainTrainer",
-}
+from .steps import TRAIN_METHODS
 
 
 def trainer_class(method: str):
-    if method not in TRAIN_METHODS:
+    """A callable ``(graph, data, config, *, resume, graph_params)`` -> trainer
+    (``method`` None: the one the graph asks for)."""
+    from functools import partial
+
+    from .run import Trainer
+
+    if method is not None and method not in TRAIN_METHODS:
         raise ValueError(f"unknown training method {method!r}; allowed: {', '.join(TRAIN_METHODS)}")
-    module, name = TRAIN_METHODS[method].split(":")
-    return getattr(importlib.import_module(module), name)
+    return partial(Trainer, method=method)
+
+
+__all__ = ["TRAIN_METHODS", "trainer_class"]

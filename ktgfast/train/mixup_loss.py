@@ -14,7 +14,9 @@ same mixed images) stays in the fused op.
 
 Gates of label edges depend only on training progress ``p`` (``correct`` and
 ``threshold`` pass everything from the label), so each is
-``a + b·p + c·sin(2π·f·p + φ)`` with constants per gate (``LABEL_GATE_FORMS``).
+``a + b·p + c·sin(2π·f·p + φ)`` with constants per gate (``LABEL_GATE_FORMS``,
+from the table of edge kinds).  An edge's coefficient schedule applies as in
+the op.
 Peer edges with a ``correct`` gate compare the source's arg-max with the
 *dominant* label of each mixed sample (the one with λ ≥ ½; the sample's own
 label at exactly ½); the attention edges' gates do the same.
@@ -26,22 +28,12 @@ from typing import TYPE_CHECKING, Sequence
 
 import torch
 
-from ..edges import REDUCTIONS, EdgeSpec, EdgeTable
+from ..edges.kinds import GATES
+from ..edges import LABEL_GATE_FORMS, REDUCTIONS, EdgeSpec, EdgeTable
 from ..ops import gated_edge_loss
 
 if TYPE_CHECKING:  # importing ktgfast.data is deferred until a run needs it
     from ..data.mixup import MixedTargets
-
-# gate -> (a, b, c): weight = a + b·p + c·sin(2π·f·p + φ) on a label edge
-LABEL_GATE_FORMS: dict[str, tuple[float, float, float]] = {
-    "through": (1.0, 0.0, 0.0),
-    "linear": (0.0, 1.0, 0.0),
-    "neg_linear": (1.0, -1.0, 0.0),
-    "sine": (0.5, 0.0, 0.5),
-    "correct": (1.0, 0.0, 0.0),    # always passes from the label
-    "threshold": (1.0, 0.0, 0.0),  # always passes from the label
-}
-
 
 class MixedTargetEdges:
     """``edges(logits, targets, progress, reduction)`` -> ``(S,)`` loss per
@@ -52,7 +44,7 @@ class MixedTargetEdges:
     def __init__(self, specs: Sequence[EdgeSpec], num_slots: int, device):
         specs = list(specs)
         peers = [e for e in specs if not e.from_label]
-        labels = [e for e in specs if e.from_label and e.gate != "cutoff"]
+        labels = [e for e in specs if e.from_label and not GATES[e.gate.kind].skip]
         for e in labels:
             if e.gate not in LABEL_GATE_FORMS:
                 raise ValueError(f"label edge into slot {e.dst}: gate {e.gate!r} has no mixup "
@@ -62,7 +54,8 @@ class MixedTargetEdges:
         f64 = dict(dtype=torch.float64, device=device)
         self.dst = torch.tensor([e.dst for e in labels], dtype=torch.long, device=device)
         self.inv_T = torch.tensor([1.0 / e.T for e in labels], **f64)
-        self.coef = torch.tensor([e.coef for e in labels], **f64)
+        # The label edges' packed coefficients, scaled by their schedules per step.
+        self.label_table = EdgeTable(labels, num_slots, device) if labels else None
         forms = torch.tensor([LABEL_GATE_FORMS[e.gate] for e in labels], **f64).reshape(-1, 3)
         self.gate_a, self.gate_b, self.gate_c = forms.unbind(1)
         self.omega = torch.tensor([2 * math.pi * e.f for e in labels], **f64)
@@ -88,7 +81,8 @@ class MixedTargetEdges:
         per_sample = -(lam * at(targets.labels) + (1 - lam) * at(targets.partner))  # (L, B)
         div = logits.shape[1] if REDUCTIONS[reduction] == 0 else 1
         gate = self.label_gates(progress).to(work.dtype)
-        scale = (self.coef.to(work.dtype) * gate) / div
+        coef = self.label_table.params_at(progress)[:, 1]
+        scale = (coef.to(work.dtype) * gate) / div
         # a closed gate contributes nothing (also not 0 * inf), as in the op
         return torch.where(gate > 0, scale * per_sample.sum(1), torch.zeros_like(scale))
 
@@ -106,4 +100,4 @@ class MixedTargetEdges:
         return slot_loss
 
 
-__all__ = ["LABEL_GATE_FORMS", "MixedTargetEdges"]
+__all__ = ["LABEL_GATE_FORMS", "MixedTargetEdges"]  # LABEL_GATE_FORMS: re-exported

@@ -1,6 +1,6 @@
 """Frozen teachers without weights are pretrained on the labels first, with the
 run's own recipe, and cached by a content hash: a frozen node is never a random
-model (SPEC §1)."""
+model (docs/methods.md)."""
 from __future__ import annotations
 
 import hashlib
@@ -9,7 +9,10 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
+from ..data.recipes import default_model
+from ..graph import get_preset
 from .checkpoint import atomic_save
+from .run import Trainer
 
 RECIPE_KEYS = ("epochs", "batch_size", "lr", "momentum", "nesterov", "weight_decay", "schedule",
                "milestones", "gamma", "augment", "pad", "pad_mode", "amp", "val_size")
@@ -37,8 +40,6 @@ def data_fingerprint(split) -> str:
 
 
 def pretrain_key(trainer, node) -> str:
-    from .trainer import default_model
-
     model = default_model(trainer.data) if node.model == "auto" else node.model
     data = trainer.data
     content = {
@@ -52,9 +53,6 @@ def pretrain_key(trainer, node) -> str:
 
 def ensure_pretrained(trainer, node) -> str:
     """Path of label-only weights for ``node``: cached, or trained now."""
-    from ..graph import get_preset
-    from .trainer import Trainer
-
     key = pretrain_key(trainer, node)
     path = cache_dir(trainer.config) / f"{key}.pt"
     if path.exists():
@@ -66,10 +64,10 @@ def ensure_pretrained(trainer, node) -> str:
     graph.nodes[0] = replace(graph.nodes[0], options=dict(node.options))
     # The teacher is judged on validation data only (never on test).  In a
     # semi-supervised run trainer.data.train is the labelled set already.
-    cfg = replace(trainer.config, out=str(path.with_suffix("")) + "-run", tensorboard=False,
-                  seed=PRETRAIN_SEED, checkpoint=False, labels_per_class=None,
+    cfg = replace(trainer.config.for_method("ktg"), out=str(path.with_suffix("")) + "-run",
+                  tensorboard=False, seed=PRETRAIN_SEED, checkpoint=False,
                   eval_splits=["val"] if trainer.data.val is not None else [])
-    teacher = Trainer(graph, trainer.data, cfg)
+    teacher = Trainer(graph, trainer.data, cfg, method="ktg")
     teacher.fit()
     atomic_save(teacher.models[0].state_dict(), path)
     return str(path)

@@ -13,6 +13,7 @@ import torch
 import yaml
 from torch import nn
 
+from ..data.recipes import default_model
 from ..graph import AUTO_MODEL, Graph, load_graph
 from . import checkpoint as ckpt
 from .config import TrainConfig
@@ -45,7 +46,6 @@ def load_run(path: str | Path, device: str | torch.device = "cpu", data=None,
     from the last checkpoint.  ``data`` reuses an already loaded dataset."""
     from ..data import get_dataset
     from ..models import build_model
-    from .trainer import default_model
 
     path = Path(path)
     _check_run_dir(path)

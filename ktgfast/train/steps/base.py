@@ -1,0 +1,80 @@
+"""What a training method gives the run loop (``ktgfast.train.run``).
+
+A step is built by the loop as ``StepClass(run, **options)`` after
+``StepClass.prepare(run, graph, data, graph_params, options)`` returned the
+method's graph and dataset.  It then provides:
+
+* ``models`` (a ModuleList saved in checkpoints and evaluated), ``names``
+  (one per model), ``learning`` (which train), ``ensembles`` (slot -> member
+  slots, averaged at evaluation), ``optimizers`` and ``schedulers``;
+* ``total_steps`` (the progress ``k / (k_end − 1)`` of gates), ``num_periods``
+  and ``steps_in_period(p)``, ``images_per_step``;
+* ``batches(p)``: the argument tuples of ``train_step`` for period ``p``;
+* ``train_step(*batch) -> (len(names),) losses`` on the device, ending in
+  the shared ``ktgfast.train.update.update``.
+
+The hooks below have neutral defaults; a step overrides the ones it needs.
+"""
+from __future__ import annotations
+
+import torch
+
+
+class Step:
+    ensembles: dict = {}
+    schedulers: list = []
+
+    def __init__(self, run):
+        self.run = run
+        self.config = run.config
+        self.device = run.device
+
+    # -- the period's edges -------------------------------------------------
+    def begin_period(self, period: int) -> None:
+        """Before the period's first step (loaders' epochs, per-period state)."""
+
+    def end_training_period(self) -> None:
+        """After the period's last step, before evaluation (per-epoch schedules)."""
+        for s in self.schedulers:
+            s.step()
+
+    def period_columns(self, steps: int) -> dict:
+        """Extra metrics columns of the period, before the accuracies."""
+        return {}
+
+    def end_period(self, row: dict) -> None:
+        """After evaluation, before the checkpoint: may add columns to ``row``."""
+
+    def messages(self) -> list[str]:
+        """Lines to print after the period's console line."""
+        return []
+
+    def finished(self) -> bool:
+        """An end rule of the method's own (the loop also stops at num_periods)."""
+        return False
+
+    # -- run folder and result ----------------------------------------------
+    def write_run_files(self) -> None:
+        """Files the method writes into the run folder before training: the
+        graph it trains (and its summary on the console)."""
+        from ...graph import save_graph, summary
+
+        save_graph(self.run.graph, self.run.run_dir / "graph.yaml")
+        self.run._print(summary(self.run.graph))
+
+    def result(self, last_row: dict) -> dict:
+        """What ``fit`` returns (the last period's metrics row by default)."""
+        return last_row
+
+    # -- checkpoints ----------------------------------------------------------
+    def extra_state(self) -> dict:
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        pass
+
+    def zero_losses(self) -> torch.Tensor:
+        return torch.zeros(len(self.names), device=self.device)
+
+
+__all__ = ["Step"]
