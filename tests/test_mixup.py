@@ -1,4 +1,4 @@
-"""mixup and superclass-aware mixup (SPEC §5): the λ policies' distributions,
+"""mixup and superclass-aware mixup (docs/mixup.md): the λ policies' distributions,
 the mixing itself, the mixed-target edge losses against a plain reference,
 superclass maps (CIFAR-100 coarse labels, mnist5k's default, JSON files),
 configuration errors, the trainer hook (one mixed batch for every node,

@@ -433,7 +433,7 @@ def test_nan_map_peaks_at_first_nan(layout):
 
 
 # ---------------------------------------------------------------------------
-# 3. Pull "mean" vs "sum" (DESIGN pitfall 9).
+# 3. Pull "mean" vs "sum" (the pull carries 1/d, the push not; docs/methods.md).
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["f32", "f64"])
 def test_pull_mean_and_sum_differ_by_crop_cells(dtype):

@@ -1,5 +1,5 @@
 """Self-distillation with Born-Again generations and plain BAN
-(``ktgfast.train.self_distill``, SPEC §4): the bank, the eq. 1 target, the
+(``ktgfast.train.self_distill``, docs/self_distillation.md): the bank, the eq. 1 target, the
 plateau and generation rules (driven by scripted validation accuracies), the
 frozen teacher, eq. 2 by hand, resume mid-generation, and one tiny run of each
 method on MNIST-5k.

@@ -1,5 +1,5 @@
-"""Semi-supervised KTG (SPEC §3): the labelled/unlabelled split and the view
-stream, the views each edge really sees (DESIGN pitfall 12), EMA nodes,
+"""Semi-supervised KTG (docs/semi_supervised.md): the labelled/unlabelled split and the view
+stream, the views each edge really sees (a weak view fed twice makes consistency zero), EMA nodes,
 FixMatch's mask, hidden unlabelled labels, presets end to end on MNIST-5k,
 errors, bitwise resume, and the semi-supervised search spaces.
 
@@ -107,7 +107,7 @@ def test_view_stream_views_differ_and_batches_depend_only_on_k(data):
     assert big.batch(0)[0]["weak"].shape[0] == 3 * n + 5  # tiny labelled sets, large batches
 
 
-# ------------------------------------------------------------ 2. views (DESIGN pitfall 12)
+# ------------------------------------------------------------ 2. views (a weak view fed twice makes consistency zero)
 def record_inputs(tr) -> dict[int, list[torch.Tensor]]:
     seen: dict[int, list[torch.Tensor]] = {i: [] for i in range(len(tr.models))}
     for i, fwd in enumerate(tr.forwards):

@@ -39,10 +39,10 @@ METHOD_GROUPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 
 @dataclass
 class TrainConfig:
-    # optimisation (SPEC §1 recipe: SGD, Nesterov 0.9, lr 0.1, batch 64)
+    # optimisation (Minami et al. 2020 recipe: SGD, Nesterov 0.9, lr 0.1, batch 64)
     epochs: int = 200
     batch_size: int = 64
-    lr: float | None = None  # None: the dataset's recipe (0.1 as SPEC §1; 0.02 for mnist5k)
+    lr: float | None = None  # None: the dataset's recipe (ktgfast.data.recipes)
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 5e-4
@@ -59,7 +59,7 @@ class TrainConfig:
     eval_splits: list[str] = field(default_factory=lambda: ["val", "test"])
     eval_batch_size: int = 1000
     loader: str = "auto"           # auto | tensor | torch | dali (auto: by dataset kind and device)
-    # semi-supervised graphs (SPEC §3; read by the ssl method, docs/semi_supervised.md)
+    # semi-supervised graphs (read by the ssl method, docs/semi_supervised.md)
     labels_per_class: int | None = None     # labelled images per class; None: all (unlabelled = train)
     label_seed: int | None = None           # seed of the labelled/unlabelled split; None: seed
     unlabeled_batch_size: int | None = None  # None: 7 x batch_size (FixMatch's mu = 7)
@@ -87,7 +87,7 @@ class TrainConfig:
     checkpoint: bool = True      # write checkpoint.pt every epoch (searches turn it off)
     verbose: bool = True         # print the graph and one line per epoch
     pretrain_cache: str | None = None  # default: $KTGFAST_CACHE or ~/.cache/ktgfast
-    # generations (--method self-distill | ban, SPEC §4; ``epochs`` caps the whole run)
+    # generations (--method self-distill | ban, docs/self_distillation.md; ``epochs`` caps the whole run)
     generations: int = 3
     plateau_patience: int = 20       # epochs without a val gain: reset to best, lr *= gamma
     generation_patience: int = 40    # epochs without a val gain: next generation

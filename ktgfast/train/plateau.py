@@ -1,5 +1,5 @@
-"""The validation bookkeeping of one Born-Again generation (SPEC §4, seed 002
-§5.1): the best validation accuracy so far, and the two patience rules.
+"""The validation bookkeeping of one Born-Again generation (the self-distillation
+paper, §5.1; docs/self_distillation.md): the best validation accuracy so far, and the two patience rules.
 
 After every epoch ``PlateauRule.step(val_acc)`` says whether the accuracy
 improved (strictly: the paper's ``acc > acc_max``, with ``acc_max`` starting
