@@ -16,7 +16,11 @@ from pathlib import Path
 
 import torch
 
+from ..data import TensorLoader
+from ..train import run_dir as run_folders  # looked up at each call (patchable)
+from ..train.distill import read_conflicts_csv
 from .metrics import accuracy, attention_abs_error, delta_accuracy, mutual_kl, normalise_map
+from .plots import plot_attention_examples, plot_conflicts, plot_pairs
 
 SPLITS = ("test", "val", "train")
 
@@ -25,8 +29,6 @@ SPLITS = ("test", "val", "train")
 def predict(run, split: str, batch_size: int = 500, device="cpu"):
     """Logits ``(M, N, C)``, attention maps ``(M, N, H, W)`` (None when a model
     has no map) and labels of every model node of ``run`` on ``split``."""
-    from ..data import TensorLoader
-
     data = getattr(run.data, split, None)
     if data is None:
         raise ValueError(f"dataset {run.data.name!r} has no {split!r} split; allowed: "
@@ -90,12 +92,9 @@ def _matrix_text(title: str, names: list[str], m) -> str:
 def analyze_run(run_dir: str | Path, split: str = "test", out: str | Path | None = None,
                 device: str = "cpu", examples: int = 6, plots: bool = True) -> dict:
     """Analyse the run in ``run_dir``; returns the summary that is also written."""
-    from ..train.distill import read_conflicts_csv
-    from ..train.run_dir import load_run
-
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; allowed: {', '.join(SPLITS)}")
-    run = load_run(run_dir, device)
+    run = run_folders.load_run(run_dir, device)
     out = Path(out) if out else Path(run_dir) / "analysis"
     out.mkdir(parents=True, exist_ok=True)
     names = list(run.models)
@@ -127,12 +126,8 @@ def analyze_run(run_dir: str | Path, split: str = "test", out: str | Path | None
             _write_csv(out / f"conflicts_{kind}.csv",
                        [{"teacher": t, **dict(zip(teachers, r))} for t, r in zip(teachers, m.tolist())])
         if plots:
-            from .plots import plot_conflicts
-
             plot_conflicts(blocks, out / "conflicts.png")
     if plots:
-        from .plots import plot_attention_examples, plot_pairs
-
         if pairs:
             plot_pairs(names, pairs, out / "pairs.png")
         if q is not None:

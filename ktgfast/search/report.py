@@ -1,10 +1,15 @@
 """What a search leaves behind: a leaderboard (CSV + table), the best graph
 (YAML + picture), everyone's learning curves (pruned trials marked, like the
-thesis's fig. 3.10), and ``ktgfast search status``."""
+thesis's fig. 3.10), the :class:`StudyResult` summary, and the tables of
+``ktgfast search status``.
+
+This module reads a finished or running study and knows nothing of how trials
+are run (``study.py`` imports it, never the other way round)."""
 from __future__ import annotations
 
 import csv
 import io
+from dataclasses import dataclass
 from pathlib import Path
 
 import optuna
@@ -12,6 +17,25 @@ from optuna.trial import TrialState
 
 from ..graph import Graph, render, save_graph
 from ..train.checkpoint import atomic_write_text
+
+
+@dataclass
+class StudyResult:
+    """The summary of a study that ``search`` returns."""
+
+    study_name: str
+    study_dir: Path
+    best_number: int | None
+    best_score: float | None
+    best_graph: object | None
+    trials: int
+    complete: int
+    pruned: int
+    failed: int
+    rejected: int
+    duplicates: int
+    wall_s: float = 0.0
+    retrain: dict | None = None
 
 
 def score(t: optuna.trial.FrozenTrial) -> float | None:
@@ -128,9 +152,9 @@ def plot_curves(study: optuna.Study, path: Path) -> Path:
     return path
 
 
-def write_outputs(study: optuna.Study, settings):
-    from .study import StudyResult
-
+def write_outputs(study: optuna.Study, settings) -> StudyResult:
+    """Write the leaderboard, best graph and curves of ``study`` into
+    ``settings.study_dir()`` (``settings``: a ``SearchSettings``)."""
     out = settings.study_dir()
     out.mkdir(parents=True, exist_ok=True)
     rows = leaderboard(study)

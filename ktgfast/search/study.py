@@ -24,15 +24,21 @@ import fcntl
 import json
 import multiprocessing as mp
 import os
+import statistics
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import optuna
+import torch
 from optuna.trial import TrialState
 
+from .. import data as kdata  # looked up at each call (a patched ktgfast.data.get_dataset is seen)
+from ..data.split import concat_splits
 from ..graph import GraphError, validate
+from ..models import model_options
 from ..train import NonFiniteLossError, TrainConfig, Trainer
+from .report import StudyResult, format_table, leaderboard, summary, write_outputs
 from .space import SearchSpace, load_space
 from .storage import RETRY_OF, describe, open_storage, resolve_url
 
@@ -78,42 +84,21 @@ class SearchSettings:
         return self
 
 
-@dataclass
-class StudyResult:
-    study_name: str
-    study_dir: Path
-    best_number: int | None
-    best_score: float | None
-    best_graph: object | None
-    trials: int
-    complete: int
-    pruned: int
-    failed: int
-    rejected: int
-    duplicates: int
-    wall_s: float = 0.0
-    retrain: dict | None = None
-
-
 # ------------------------------------------------------------------ datasets
 def search_view(dataset, val_size: float | None, seed: int):
     """The dataset as a search may see it: validation carved from training data
     when there is none, and no test split at all."""
-    from ..data import carve_validation
-
     if dataset.val is None:
         if val_size is None:
             raise ValueError(f"dataset {dataset.name!r} has no validation split: pass --val-size "
                              "(e.g. 10000 for CIFAR's 40k/10k search split)")
-        train, val = carve_validation(dataset.train, val_size, seed)
+        train, val = kdata.carve_validation(dataset.train, val_size, seed)
         dataset = dataclasses.replace(dataset, train=train, val=val)
     return dataclasses.replace(dataset, test=None)
 
 
 def full_train_view(dataset):
     """Training on all non-test data (train + val) for the final retraining."""
-    from ..data.split import concat_splits
-
     if dataset.val is None:
         return dataset
     return dataclasses.replace(dataset, train=concat_splits([dataset.train, dataset.val]), val=None)
@@ -178,8 +163,6 @@ class Objective:
         self.settings, self.space, self.dataset, self.device = settings, space, dataset, device
 
     def __call__(self, trial: optuna.Trial) -> float:
-        from ..models import model_options
-
         s = self.settings
         graph = self.space.sample(trial, self.dataset.name)
         graph.name = f"trial{trial.number}"
@@ -223,15 +206,11 @@ class Objective:
 
 def run_worker(settings: SearchSettings, index: int, device: str, threads: int | None) -> int:
     """One worker: take trials until the study has ``settings.trials``."""
-    import torch
-
-    from ..data import get_dataset
-
     if threads:
         torch.set_num_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     space = load_space(settings.space)
-    data = get_dataset(settings.data, root=settings.data_root, seed=0)
+    data = kdata.get_dataset(settings.data, root=settings.data_root, seed=0)
     view = search_view(data, settings.val_size, settings.seed)
     # Each worker samples its own stream: distinct seeds per worker and per
     # resume (the trials already in the study shift it), reproducible otherwise.
@@ -302,13 +281,9 @@ def search(space: str, data: str, **kwargs) -> StudyResult:
 
     ``ktgfast.search.search("ktg-4gates-3nodes", "mnist5k", trials=40, epochs=8, workers=2)``
     """
-    from .report import write_outputs
-
     settings = SearchSettings(space=space, data=data, **kwargs).validate()
     load_space(settings.space)  # fail early on a bad space
-    from ..data import get_dataset
-
-    search_view(get_dataset(settings.data, root=settings.data_root, seed=0), settings.val_size,
+    search_view(kdata.get_dataset(settings.data, root=settings.data_root, seed=0), settings.val_size,
                 settings.seed)  # fail early on bad data / missing val split
     TrainConfig().merged(settings.config)  # fail early on bad overrides
     url = resolve_url(settings.storage, settings.study_dir())
@@ -364,13 +339,9 @@ def retrain(result: StudyResult, settings: SearchSettings, seeds: int = 1,
     """Train the best graph on all training data (train + val) and report the
     target's test accuracy, mean ± std over ``seeds`` runs.  The only place
     a search touches the test split, after the choice is made."""
-    import statistics
-
-    from ..data import get_dataset
-
     if result.best_graph is None:
         raise ValueError(f"study {result.study_name!r} has no scored trial to retrain")
-    data = full_train_view(get_dataset(settings.data, root=settings.data_root, seed=0))
+    data = full_train_view(kdata.get_dataset(settings.data, root=settings.data_root, seed=0))
     accs = []
     target = result.best_graph.target_name
     for i in range(seeds):
@@ -393,8 +364,6 @@ def retrain(result: StudyResult, settings: SearchSettings, seeds: int = 1,
 
 def status(study_name: str, out: str = "searches", storage: str | None = None) -> dict:
     """Print and return the state of a running or finished study."""
-    from .report import format_table, leaderboard, summary
-
     settings = SearchSettings(space=study_name, data="", study=study_name, out=out, storage=storage)
     saved = settings.study_dir() / "settings.json"
     if storage is None and not saved.exists():
