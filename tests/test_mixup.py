@@ -188,18 +188,18 @@ def test_mix_formula_and_dominant_label():
 # ---------------------------------------------- 3. mixed-target edge losses
 NUM_SLOTS, B, C = 3, 16, 5
 SPECS = [
-    EdgeSpec("label", 0, "ce"),
-    EdgeSpec("label", 0, "kl", gate="linear", T=2.0, weight=0.3),
-    EdgeSpec("label", 1, "ce", gate="neg_linear", weight=0.7),
-    EdgeSpec("label", 1, "kl", gate="sine", f=0.5, phi=1.0, T=3.0, t2=False),
-    EdgeSpec("label", 2, "ce", gate="correct"),
-    EdgeSpec("label", 2, "ce", gate="threshold", tau=0.5),
-    EdgeSpec("label", 2, "ce", gate="cutoff"),
-    EdgeSpec(0, 1, "kl", gate="correct", T=2.0),
-    EdgeSpec(1, 0, "kl"),
-    EdgeSpec(2, 0, "cos", gate="neg_linear", weight=0.1),
-    EdgeSpec(1, 2, "pl", gate="threshold", tau=0.3),
-    EdgeSpec(0, 2, "kl", gate="sine", f=0.25, phi=2.0, weight=0.5),
+    EdgeSpec(src="label", dst=0, loss="ce"),
+    EdgeSpec(src="label", dst=0, loss="kl", gate="linear", T=2.0, weight=0.3),
+    EdgeSpec(src="label", dst=1, loss="ce", gate="neg_linear", weight=0.7),
+    EdgeSpec(src="label", dst=1, loss="kl", gate="sine", f=0.5, phi=1.0, T=3.0, t2=False),
+    EdgeSpec(src="label", dst=2, loss="ce", gate="correct"),
+    EdgeSpec(src="label", dst=2, loss="ce", gate="threshold", tau=0.5),
+    EdgeSpec(src="label", dst=2, loss="ce", gate="cutoff"),
+    EdgeSpec(src=0, dst=1, loss="kl", gate="correct", T=2.0),
+    EdgeSpec(src=1, dst=0, loss="kl"),
+    EdgeSpec(src=2, dst=0, loss="cos", gate="neg_linear", weight=0.1),
+    EdgeSpec(src=1, dst=2, loss="pl", gate="threshold", tau=0.3),
+    EdgeSpec(src=0, dst=2, loss="kl", gate="sine", f=0.25, phi=2.0, weight=0.5),
 ]
 
 
