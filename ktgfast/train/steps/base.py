@@ -24,6 +24,10 @@ class Step:
     ensembles: dict = {}
     schedulers: list = []
 
+    @classmethod
+    def method_name(cls) -> str:
+        return getattr(cls, "mode", None) or cls.__name__
+
     def __init__(self, run):
         self.run = run
         self.config = run.config

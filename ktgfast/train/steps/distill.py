@@ -104,8 +104,14 @@ class DistillStep(Step):
     """``Trainer(method="distill", settings=DistillSettings(...), data=..., config=...)``;
     ``ktgfast.train.distill.Distiller(settings, data, config)`` is the same."""
 
+    mode = "distill"
+
     @classmethod
     def prepare(cls, run, graph, data, graph_params, options):
+        if run.dist.enabled:
+            raise ValueError(f"--method {cls.method_name()} runs in one process so far (WORLD_SIZE="
+                             f"{run.dist.world_size}); data-parallel training is available for "
+                             "--method ktg")
         settings = options.get("settings")
         if not isinstance(settings, DistillSettings):
             raise ValueError("method 'distill' needs settings=DistillSettings(teachers=RUN_DIR, ...)")

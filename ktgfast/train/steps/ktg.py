@@ -14,6 +14,7 @@ import contextlib
 import torch
 
 from ... import ops
+from ...dist import ddp_forward
 from ...edges import AttentionEdgeTable, EdgeTable
 from ...graph import resolve_graph, validate
 from ...ops import gated_edge_loss
@@ -87,10 +88,15 @@ class KTGStep(Step):
     def _forward_fn(self, model, i: int):
         """What the step calls for node ``i``: ``forward_outputs`` (logits,
         attention map, attention-branch logits) where maps or an attention
-        branch are needed, else the plain forward; compiled on request."""
+        branch are needed, else the plain forward; a learning node's through
+        DDP under torchrun (``ktgfast.dist``); compiled on request."""
         if isinstance(model, EnsembleNode):
             return None
-        fn = model.forward_outputs if self.slots.wants_outputs[i] else model
+        outputs = self.slots.wants_outputs[i]
+        if self.run.dist.enabled and self.learning[i]:
+            fn = ddp_forward(model, outputs, self.device)
+        else:
+            fn = model.forward_outputs if outputs else model
         return torch.compile(fn) if self.config.compile else fn
 
     # ----------------------------------------------------------------- batches

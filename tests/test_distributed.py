@@ -1,0 +1,103 @@
+"""Data-parallel graph training under torch.distributed (gloo on CPU, real
+processes): DDP on every learning node equals one process on the global
+batch; torchrun trains a graph from the CLI; methods that do not support it
+yet refuse clearly."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from ktgfast.graph import Edge, Gate, Graph, Node
+from ktgfast.train import TrainConfig, Trainer
+from support.data import tiny_data
+from support.dist import free_port, spawn
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+STEPS, GLOBAL_B = 3, 32
+
+
+def graph() -> Graph:
+    """Three MLPs (no BatchNorm, so DDP is exact without SyncBatchNorm), peer KL
+    with a correct gate, a linear gate and a cos push: every per-sample
+    mechanism of the fused op."""
+    mlp = {"image_size": 8, "hidden": 16}
+    nodes = [Node(n, "mlp", mlp) for n in ("a", "b", "c")]
+    edges = [Edge("label", n, "ce") for n in ("a", "b", "c")]
+    edges += [Edge("b", "a", "kl", Gate("correct"), T=2.0), Edge("a", "b", "kl", Gate("linear")),
+              Edge("c", "b", "cos", weight=0.5), Edge("a", "c", "kl")]
+    return Graph(nodes, edges, "a", name="three")
+
+
+def config(out: str, batch: int) -> TrainConfig:
+    return TrainConfig(epochs=2, batch_size=batch, lr=0.1, schedule="constant", augment="none",
+                       tensorboard=False, device="cpu", progress_bar=False, verbose=False,
+                       out=out, eval_splits=["val"])
+
+
+def batches():
+    gen = torch.Generator().manual_seed(1)
+    data = tiny_data()
+    out = []
+    for _ in range(STEPS):
+        idx = torch.randperm(len(data.train.labels), generator=gen)[:GLOBAL_B]
+        x = (data.train.images[idx].float() - 128) / 64
+        out.append((x, data.train.labels[idx]))
+    return out
+
+
+def _ddp_steps(rank, world, out_dir):
+    tr = Trainer(graph(), tiny_data(), config(os.path.join(out_dir, f"r{rank}"), GLOBAL_B // world))
+    for x, y in batches():
+        tr.train_step(x.chunk(world)[rank], y.chunk(world)[rank])
+    torch.save([m.state_dict() for m in tr.models], os.path.join(out_dir, f"rank{rank}.pt"))
+
+
+@pytest.mark.slow
+def test_two_rank_ddp_equals_one_process_on_the_global_batch(tmp_path):
+    spawn(_ddp_steps, 2, str(tmp_path))
+    single = Trainer(graph(), tiny_data(), config(str(tmp_path / "single"), GLOBAL_B))
+    for x, y in batches():
+        single.train_step(x, y)
+    want = [m.state_dict() for m in single.models]
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"rank{rank}.pt")
+        for g, w in zip(got, want):
+            for k in w:
+                torch.testing.assert_close(g[k], w[k], rtol=1e-5, atol=1e-6, msg=f"rank {rank} {k}")
+    # and the steps moved the weights (the comparison is not of untouched models)
+    fresh = Trainer(graph(), tiny_data(), config(str(tmp_path / "fresh"), GLOBAL_B))
+    assert any(not torch.equal(fresh.models[0].state_dict()[k], want[0][k]) for k in want[0])
+
+
+def _refuses(rank, world, out_dir, method):
+    with pytest.raises(ValueError, match="runs in one process|data-parallel training is available"):
+        Trainer("vanilla", tiny_data(), config(os.path.join(out_dir, f"r{rank}"), 16), method=method)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["self-distill", "ssl"])
+def test_methods_without_ddp_refuse_under_torchrun(tmp_path, method):
+    spawn(_refuses, 2, str(tmp_path), method)
+
+
+@pytest.mark.slow
+def test_torchrun_trains_a_graph_from_the_cli(tmp_path):
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+           "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
+           "-m", "ktgfast", "train", "--graph", "dml", "--graph-arg", "model=cnn_small",
+           "--data", "mnist5k", "--epochs", "1", "--batch-size", "32", "--device", "cpu",
+           "--tensorboard", "false", "--threads", "1", "--out", str(out)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = (out / "metrics.csv").read_text().splitlines()
+    assert len(rows) == 2 and "val_acc:node0" in rows[0]
+    # one process wrote the run folder: one console header, one checkpoint
+    assert proc.stdout.count("run folder:") == 1 or proc.stdout.count("epoch   1") == 1
+    assert (out / "checkpoint.pt").exists()
