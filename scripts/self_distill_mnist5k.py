@@ -1,4 +1,5 @@
-"""Vanilla vs Born-Again Networks vs self-distillation on MNIST-5k (SPEC §4).
+"""Vanilla vs Born-Again Networks vs self-distillation on MNIST-5k
+(Takagi & Hattori 2019; docs/methods.md#self-distillation-and-born-again-generations).
 
 Both methods train cnn_small for ``--generations`` generations under the same
 plateau rules (small patiences, so the study fits in minutes on 2 CPU cores),

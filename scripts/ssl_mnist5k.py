@@ -1,4 +1,5 @@
-"""Supervised vs Π-model vs Mean Teacher vs FixMatch on MNIST-5k (SPEC §3).
+"""Supervised vs Π-model vs Mean Teacher vs FixMatch on MNIST-5k (thesis ch. 5;
+docs/methods.md#semi-supervised-ktg).
 
 Every method is a preset graph trained by the semi-supervised trainer on the
 same labelled subset per seed (``labels_per_class`` images per class, drawn

@@ -21,7 +21,7 @@
 
 namespace ktgfast {
 
-// Encoding of the attention edge table (ktgfast/edges.py ATTENTION_LOSS_KINDS);
+// Encoding of the attention edge table (ktgfast/edges/kinds.py ATTENTION_LOSS_KINDS);
 // edge_index / edge_params columns and gate kinds are those of the edge-loss op.
 enum AttentionLossKind : int32_t { kAttPull = 0, kAttPush = 1, kNumAttLossKinds = 2 };
 enum PullNorm : int64_t { kPullMean = 0, kPullSum = 1 };

@@ -34,7 +34,8 @@
 
 namespace ktgfast {
 
-// Edge-table encoding.  Keep in sync with ktgfast/edges.py (LOSS_KINDS, GATE_KINDS).
+// Edge-table encoding.  Keep in sync with ktgfast/edges/kinds.py (LOSSES, GATES;
+// tests/test_edge_kinds.py compares these enums with the table).
 enum LossKind : int32_t {
   kLossKL = 0,   // T^2-scalable KL(p_s || p_t) at temperature T (label source: CE)
   kLossCE = 1,   // cross-entropy of the destination (at T) to the label

@@ -30,7 +30,8 @@ BORDERS: dict[str, Callable] = {"reflect": _reflect, "zero": _zero}
 
 @dataclass(frozen=True)
 class Augment:
-    """Training augmentation of SPEC §1: pad ``pad`` px (``reflect`` | ``zero``),
+    """Training augmentation of the thesis, §3.3.1 (CIFAR: pad 4, random crop,
+    flip; docs/methods.md#recipes): pad ``pad`` px (``reflect`` | ``zero``),
     random crop back to the input size, horizontal flip with p = 0.5."""
 
     pad: int = 4

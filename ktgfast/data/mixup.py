@@ -1,4 +1,5 @@
-"""mixup and superclass-aware mixup for graph training (SPEC §5, seed 003).
+"""mixup (Zhang et al. 2018) and superclass-aware mixup for graph training (the
+superclass-mixup paper, §3-4; docs/methods.md#superclass-aware-mixup).
 
 A mixed batch is ``x̃ = λ·x + (1 − λ)·x[perm]`` with targets
 ``λ·y + (1 − λ)·y[perm]``, where ``perm`` is a random permutation of the batch

@@ -1,5 +1,5 @@
 """Superclass maps (fine class -> superclass) for superclass-aware mixup
-(SPEC §5).  CIFAR-100 brings its own (the files' ``coarse_labels``); any other
+(docs/methods.md#superclass-aware-mixup).  CIFAR-100 brings its own (the files' ``coarse_labels``); any other
 dataset takes a user map, and MNIST has a documented default by digit shape."""
 from __future__ import annotations
 

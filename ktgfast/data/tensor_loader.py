@@ -7,7 +7,7 @@ so no worker processes and no host round trip per batch.
 Two views (``strong=RandAugment(...)``): every batch is
 ``(x_weak, x_strong, y, idx)``; both views are the same samples with
 independent crops/flips, and the strong one adds the batched RandAugment of
-``randaugment.py`` (SPEC §3: weak = flip + crop, strong = flip + crop +
+``randaugment.py`` (thesis table 5.1: weak ζ2 = flip + crop, strong ζ1 = flip + crop +
 RandAugment).
 
 Reproducibility: epoch ``e``'s order comes from a CPU generator seeded by

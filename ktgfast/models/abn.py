@@ -1,5 +1,5 @@
 """Attention Branch Networks (Fukui et al., CVPR 2019) on the ResNets of
-:mod:`ktgfast.models.resnet`, as the thesis uses them (SPEC §2): the map
+:mod:`ktgfast.models.resnet`, as the thesis uses them (§4.4.1; docs/methods.md): the map
 re-weights the features *without* ABN's residual bypass, ``f × M`` rather than
 ``f × (1 + M)``.
 
@@ -103,7 +103,7 @@ class ABNResNet(FeatureNet):
 
     crop_sizes = (3, 7, 11)
     # forward_outputs returns the attention branch's logits, which trainers
-    # train with their own cross-entropy (ktgfast.train.slots).
+    # train with their own cross-entropy (ktgfast.train.lowering.Slots).
     has_aux_logits = True
 
     def __init__(self, widths: tuple[int, ...], blocks: tuple[int, ...], num_classes: int,
@@ -128,7 +128,7 @@ class ABNResNet(FeatureNet):
         """(perception features, map (N, 1, h, w), attention-branch logits)."""
         features = self.extractor(self.stem(x))
         attention, aux_logits = self.attention_branch(features)
-        # No residual bypass (SPEC §2): features × M, not features × (1 + M).
+        # No residual bypass (thesis §4.4.1): features × M, not features × (1 + M).
         return self.perception(features * attention), attention, aux_logits
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:

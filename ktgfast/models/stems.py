@@ -1,6 +1,6 @@
 """Input stems: the first convolution (and pooling) sized to the images.
 
-The thesis (ch. 3; SPEC §1, "Models") adapts networks to image size only in
+The thesis (§3.3.1, "Models"; docs/methods.md#recipes) adapts networks to image size only in
 the stem.  ``STEMS`` holds the numbers::
 
     stem        first conv             max-pool               downsampling
