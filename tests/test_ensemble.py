@@ -1,4 +1,4 @@
-"""Ensemble KTG (Minami 2021 ch. 4; docs/ensemble.md): ensemble nodes, loss designs, presets, the ensemble
+"""Ensemble KTG (the thesis ch. 4; docs/ensemble.md): ensemble nodes, loss designs, presets, the ensemble
 search space, and the trainer with ensembles."""
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Supervised KTG (Minami et al. 2020; ensembles, attention maps and ABN of
-Minami 2021 ch. 4; mixup batches): every node forwards the same batch once,
+the thesis ch. 4; docs/methods.md#sources; mixup batches): every node forwards the same batch once,
 one fused call computes all edges, one backward of Σ_t L_t, every optimizer
 steps.
 

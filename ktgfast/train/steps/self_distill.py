@@ -1,4 +1,4 @@
-"""Self-distillation with Born-Again generations (Minami et al.; docs/self_distillation.md),
+"""Self-distillation with Born-Again generations (Takagi & Hattori 2019; docs/self_distillation.md),
 and plain Born-Again Networks (BAN) to compare with.
 
 One model (the graph's target node, e.g. ``--graph vanilla``) is trained in

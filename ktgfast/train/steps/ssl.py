@@ -1,4 +1,4 @@
-"""Semi-supervised KTG (Minami 2021 ch. 5): a labelled and an unlabelled
+"""Semi-supervised KTG (the thesis ch. 5; docs/methods.md#sources): a labelled and an unlabelled
 batch per step, views, self-loops and EMA nodes.
 
 One step, ``k``:
@@ -136,9 +136,10 @@ class SemiSupervisedStep(Step):
     def lr_factor(self, k: int) -> float:
         """The learning-rate multiplier at step ``k`` (of ``iterations``)."""
         c = self.config
-        if c.schedule == "cosine":
+        schedule = "multistep" if c.schedule == "auto" else c.schedule  # auto: as before auto existed
+        if schedule == "cosine":
             return math.cos(7 * math.pi * k / (16 * self.iterations))
-        if c.schedule == "multistep":
+        if schedule == "multistep":
             return c.gamma ** sum(k >= m for m in self.milestones)
         return 1.0
 
