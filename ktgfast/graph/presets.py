@@ -6,6 +6,12 @@ Every preset is a function of keyword parameters returning a :class:`Graph`;
 ``get_preset("dml", k=3)`` builds one, ``list_presets()`` names them all.
 Models default to ``"auto"`` (the dataset's default model) so that a preset
 runs on any dataset; pass model names to reproduce a paper's setting.
+
+Presets whose peers learn from each other from step 0 (dml, ens-dml,
+ens-push-pull-3node) ramp their non-label edges up linearly over the first
+20 % of training by default (``rampup="none"`` turns it off): two untrained
+peers otherwise chase each other's class prior in their first steps
+(docs/rampup.md).  The graphs the thesis found keep their gates and no ramp.
 """
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ import inspect
 from typing import Callable
 
 from ..edges import LABEL
-from .spec import AUTO_MODEL, ENSEMBLE_MODEL, Edge, Gate, Graph, Node
+from .spec import AUTO_MODEL, ENSEMBLE_MODEL, NO_RAMP, RAMP_KINDS, Edge, Gate, Graph, Node, Rampup
 
 PRESETS: dict[str, Callable[..., Graph]] = {}
 
@@ -43,6 +49,24 @@ def get_preset(name: str, **params) -> Graph:
     return graph
 
 
+PEER_RAMP = "linear"       # the default ramp-up of the peer-learning presets
+PEER_RAMP_LENGTH = 0.2     # fraction of training (one epoch of a 5-epoch run)
+
+
+def preset_rampup(kind: str | None, length: float, preset: str) -> Rampup | None:
+    """The graph-wide ramp-up of a preset's ``rampup`` / ``rampup_length``
+    parameters (``none`` or None: no ramp)."""
+    if kind is None or kind == NO_RAMP:
+        return None
+    if kind not in RAMP_KINDS:
+        raise ValueError(f"{preset}: rampup = {kind!r}; allowed: none, {', '.join(RAMP_KINDS)}")
+    r = Rampup(kind, length)
+    problems = r.problems(f"{preset}: rampup")
+    if problems:
+        raise ValueError(problems[0].replace(".length:", "_length ="))
+    return Rampup(kind, float(length))
+
+
 def _label(dst: str, weight: float = 1.0) -> Edge:
     return Edge(LABEL, dst, "ce", weight=weight)
 
@@ -64,11 +88,14 @@ def kd(student: str = AUTO_MODEL, teacher: str = AUTO_MODEL, T: float = 4.0, alp
 
 @register_preset("dml")
 def dml(k: int = 2, model: str = AUTO_MODEL, models: list[str] | None = None,
-        peer: str = "mean") -> Graph:
+        peer: str = "mean", rampup: str | None = PEER_RAMP,
+        rampup_length: float = PEER_RAMP_LENGTH) -> Graph:
     """Deep Mutual Learning with ``k`` peers, all edges Through.
 
     ``peer="mean"`` weights each peer KL by 1/(k-1) as in the DML paper;
-    ``peer="sum"`` sums the edges as the KTG thesis does.
+    ``peer="sum"`` sums the edges as the KTG thesis does.  ``rampup`` (linear,
+    sigmoid or none) over the first ``rampup_length`` of training on the peer
+    edges (docs/rampup.md).
     """
     if k < 1:
         raise ValueError(f"dml: k = {k}; at least one node is needed")
@@ -81,7 +108,8 @@ def dml(k: int = 2, model: str = AUTO_MODEL, models: list[str] | None = None,
     w = 1.0 / (k - 1) if peer == "mean" and k > 1 else 1.0
     edges = [_label(n) for n in names]
     edges += [Edge(s, t, "kl", weight=w) for t in names for s in names if s != t]
-    return Graph([Node(n, m) for n, m in zip(names, models)], edges, names[0])
+    return Graph([Node(n, m) for n, m in zip(names, models)], edges, names[0],
+                 rampup=preset_rampup(rampup, rampup_length, "dml"))
 
 
 @register_preset("ban")
@@ -117,31 +145,34 @@ def ktg_found_2node(target: str = "resnet32", auxiliary: str = "wrn28_2") -> Gra
 
 # ---- Ensemble KTG (the thesis, ch. 4): model nodes of one architecture + an ensemble node
 
-def _ensemble_graph(names: list[str], model: str, edges: list[Edge]) -> Graph:
+def _ensemble_graph(names: list[str], model: str, edges: list[Edge], rampup: Rampup | None = None) -> Graph:
     nodes = [Node(n, model) for n in names] + [Node("ensemble", ENSEMBLE_MODEL)]
-    return Graph(nodes, [_label(n) for n in names] + edges, "ensemble")
+    return Graph(nodes, [_label(n) for n in names] + edges, "ensemble", rampup=rampup)
 
 
 @register_preset("ens-independent")
 def ens_independent(k: int = 2, model: str = AUTO_MODEL) -> Graph:
     """``k`` models trained independently on the labels; the target is their
-    ensemble (mean logits), the thesis's "independent" baseline."""
+    ensemble (mean logits), the thesis's "independent" baseline.  No ramp-up:
+    it has no edge between nodes."""
     if k < 1:
         raise ValueError(f"ens-independent: k = {k}; at least one model node is needed")
     return _ensemble_graph([f"node{i}" for i in range(1, k + 1)], model, [])
 
 
 @register_preset("ens-dml")
-def ens_dml(k: int = 2, model: str = AUTO_MODEL, peer: str = "mean") -> Graph:
-    """DML among ``k`` models (Prob(+) Through on every edge; ``peer`` as in
-    ``dml``), scored by their ensemble."""
+def ens_dml(k: int = 2, model: str = AUTO_MODEL, peer: str = "mean", rampup: str | None = PEER_RAMP,
+            rampup_length: float = PEER_RAMP_LENGTH) -> Graph:
+    """DML among ``k`` models (Prob(+) Through on every edge; ``peer`` and
+    ``rampup`` as in ``dml``), scored by their ensemble."""
     if k < 2:
         raise ValueError(f"ens-dml: k = {k}; mutual learning needs at least two model nodes")
     if peer not in ("mean", "sum"):
         raise ValueError(f"ens-dml: peer = {peer!r}; allowed: mean, sum")
     names = [f"node{i}" for i in range(1, k + 1)]
     w = 1.0 / (k - 1) if peer == "mean" else 1.0
-    return _ensemble_graph(names, model, [Edge(s, t, "kl", weight=w) for t in names for s in names if s != t])
+    return _ensemble_graph(names, model, [Edge(s, t, "kl", weight=w) for t in names for s in names if s != t],
+                           preset_rampup(rampup, rampup_length, "ens-dml"))
 
 
 @register_preset("ens-ktg-found-3node")
@@ -161,14 +192,16 @@ def ens_ktg_found_3node(model: str = AUTO_MODEL) -> Graph:
 
 
 @register_preset("ens-push-pull-3node")
-def ens_push_pull_3node(model: str = AUTO_MODEL) -> Graph:
+def ens_push_pull_3node(model: str = AUTO_MODEL, rampup: str | None = PEER_RAMP,
+                        rampup_length: float = PEER_RAMP_LENGTH) -> Graph:
     """A diversity-seeking 3-node ensemble: node 1 pulls the others' distributions
     while nodes 2 and 3 push each other's distributions and attention maps apart
     (Prob(-)&Att(-), Linear gates), the mix of pull and push designs the thesis
-    found for graphs of 3+ nodes."""
+    found for graphs of 3+ nodes.  ``rampup`` as in ``dml`` (on every node
+    edge, the gates' weight times the ramp)."""
     names = ["node1", "node2", "node3"]
     return _ensemble_graph(names, model, [
         Edge("node2", "node1", "kl"), Edge("node3", "node1", "kl"),
         Edge("node2", "node3", "cos&push", gate=Gate("linear")),
         Edge("node3", "node2", "cos&push", gate=Gate("linear")),
-    ])
+    ], preset_rampup(rampup, rampup_length, "ens-push-pull-3node"))

@@ -16,6 +16,8 @@ def summary(graph: Graph) -> str:
              f"{len(graph.active_edges())} active edges, target {graph.target_name}, "
              f"reduction {graph.reduction}, id {graph.digest()}"
              + (", semi-supervised (node edges on unlabelled data)" if graph.semi_supervised else "")]
+    if graph.rampup is not None:
+        lines.append(f"rampup: node edges weighted by a {graph.rampup.describe()} (label edges never)")
     w = max(len(n.name) for n in graph.nodes)
     lines.append("nodes:")
     for n in graph.nodes:
@@ -32,8 +34,16 @@ def summary(graph: Graph) -> str:
     for e in graph.edges:
         lines.append(f"  {e.src:>{ws}} -> {e.dst:<{w}}  {e.loss:<3}  {str(e.gate):<24}  "
                      f"T={e.T:g}  w={e.weight:g}{'' if e.t2 or e.loss != 'kl' else '  (no T²)'}"
-                     + _views(graph, e, "  views {}"))
+                     + _views(graph, e, "  views {}") + _ramp(graph, e))
     return "\n".join(lines)
+
+
+def _ramp(graph: Graph, e) -> str:
+    """An edge's own ramp-up where it differs from the graph's; else ''."""
+    if e.rampup is None or e.src == LABEL:
+        return ""
+    ramp = graph.ramp_of(e)
+    return f"  {ramp.describe()}" if ramp is not None else "  no ramp-up"
 
 
 def _views(graph: Graph, e, fmt: str) -> str:

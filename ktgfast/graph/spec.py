@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-from ..edges import ATTENTION_LOSS_KINDS, LABEL, EdgeSpec, Gate
+from ..edges import ATTENTION_LOSS_KINDS, LABEL, CoefSchedule, EdgeSpec, Gate
 from .ssl import DEFAULT_DST_VIEW, DEFAULT_SRC_VIEW, TPL, TPL_TAU
 
 AUTO_MODEL = "auto"  # the dataset's default model, resolved by the trainer
@@ -29,6 +30,70 @@ LOSS_DESIGNS = {
     "prob+": "kl", "prob-": "cos", "att+": "pull", "att-": "push",
     "prob+att+": "kl&pull", "prob-att-": "cos&push",
 }
+
+
+# Ramp-up kinds of the YAML -> the coefficient schedules of the edge table
+# (ktgfast.edges.kinds.SCHEDULES).  ``sigmoid`` is exp(-5 (1 - t)²), the ramp-up
+# of Laine & Aila 2017 and Tarvainen & Valpola 2017.  See docs/rampup.md.
+RAMP_KINDS = {"linear": "ramp_linear", "sigmoid": "ramp_sigmoid"}
+NO_RAMP = "none"  # on an edge: never ramped, whatever the graph says
+
+
+@dataclass(frozen=True)
+class Rampup:
+    """A weight ramp-up of non-label edges from 0 to 1 over the first
+    ``length`` of training (a fraction of the training progress
+    p = k / (k_end - 1), in (0, 1]), then 1.  ``kind``: ``linear``
+    (min(p / L, 1)) or ``sigmoid`` (exp(-5 (1 - min(p / L, 1))²))."""
+
+    kind: str = "linear"
+    length: float = 0.2
+
+    def problems(self, where: str) -> list[str]:
+        if self.kind not in RAMP_KINDS:
+            return [f"{where}.kind: {self.kind!r}; allowed: {', '.join(RAMP_KINDS)}"]
+        ok = (not isinstance(self.length, bool) and isinstance(self.length, (int, float))
+              and math.isfinite(self.length) and 0 < self.length <= 1)
+        if not ok:
+            return [f"{where}.length: {self.length!r}; allowed: a number in (0, 1]"]
+        return []
+
+    def schedule(self) -> CoefSchedule:
+        """The edge table's coefficient schedule of this ramp."""
+        return CoefSchedule(RAMP_KINDS[self.kind], length=float(self.length))
+
+    def to_data(self) -> dict:
+        return {"kind": self.kind, "length": float(self.length)}
+
+    def describe(self) -> str:
+        return f"{self.kind} ramp-up over {self.length:g} of training"
+
+    @classmethod
+    def parse(cls, value: Any, where: str, allow_none: bool = True) -> "Rampup | str | None":
+        """A YAML value: a mapping ``{kind, length}``, a Rampup, or ``none`` /
+        null (returned as ``NO_RAMP`` / None)."""
+        if value is None:
+            return None
+        if isinstance(value, cls):
+            r = value
+        elif isinstance(value, str) and value == NO_RAMP:
+            return NO_RAMP
+        elif isinstance(value, dict):
+            for k in value:
+                if k not in ("kind", "length"):
+                    raise ValueError(f"{where}: unknown key {k!r}; allowed: kind, length")
+            for k in ("kind", "length"):
+                if k not in value:
+                    raise ValueError(f"{where}.{k}: missing; a ramp-up is {{kind: "
+                                     f"{'|'.join(RAMP_KINDS)}, length: a number in (0, 1]}}")
+            r = cls(value["kind"], value["length"])
+        else:
+            raise ValueError(f"{where}: {value!r}; allowed: none or {{kind: {'|'.join(RAMP_KINDS)}, "
+                             "length: a number in (0, 1]}")
+        problems = r.problems(where)
+        if problems:
+            raise ValueError(problems[0])
+        return replace(r, length=float(r.length))
 
 
 @dataclass(frozen=True)
@@ -57,7 +122,8 @@ class Edge:
     """Knowledge from ``src`` (a node name or ``"label"``) into ``dst``.
 
     ``src_view`` / ``dst_view``: the views of the two ends in semi-supervised
-    graphs (``ssl.py``; None = the defaults, weak and strong)."""
+    graphs (``ssl.py``; None = the defaults, weak and strong).  ``rampup``:
+    None (the graph's), ``"none"`` (never ramped) or a :class:`Rampup`."""
 
     src: str
     dst: str
@@ -68,6 +134,7 @@ class Edge:
     t2: bool = True
     src_view: str | None = None
     dst_view: str | None = None
+    rampup: Rampup | str | None = None
 
     def canonical(self) -> "Edge":
         loss = LOSS_DESIGNS.get(self.loss, self.loss)
@@ -107,6 +174,8 @@ class Graph:
     # Label edges on a labelled batch, every other edge on an unlabelled one
     # (the thesis, ch. 5; see ssl.py).  Self-loops, EMA nodes and views need it.
     semi_supervised: bool = False
+    # Weight ramp-up of every non-label edge (an edge's own ``rampup`` overrides).
+    rampup: Rampup | None = None
 
     # -- lookups -----------------------------------------------------------
     def node_names(self) -> list[str]:
@@ -149,6 +218,17 @@ class Graph:
     def target_name(self) -> str:
         return self.target if self.target is not None else self.nodes[0].name
 
+    def ramp_of(self, e: Edge) -> Rampup | None:
+        """The ramp-up of edge ``e``: its own, else the graph's; label edges
+        are never ramped."""
+        if e.src == LABEL or e.rampup == NO_RAMP:
+            return None
+        return e.rampup if isinstance(e.rampup, Rampup) else self.rampup
+
+    def coef_schedule_of(self, e: Edge) -> CoefSchedule | None:
+        ramp = self.ramp_of(e)
+        return ramp.schedule() if ramp is not None else None
+
     # -- the op's edge table --------------------------------------------------
     def edge_specs(self) -> list[EdgeSpec]:
         """The probability parts of the edges (for ``gated_edge_loss``); slots
@@ -163,20 +243,21 @@ class Graph:
         idx = {n: i for i, n in enumerate(self.node_names())}
         return [
             EdgeSpec(src=LABEL if e.src == LABEL else idx[e.src], dst=idx[e.dst], loss=e.parts()[part],
-                     gate=e.gate, T=e.T, weight=e.weight, t2=e.t2)
+                     gate=e.gate, T=e.T, weight=e.weight, t2=e.t2, coef_schedule=self.coef_schedule_of(e))
             for e in self.edges if e.parts()[part] is not None
         ]
 
     # -- canonical form and identity -------------------------------------------
     def canonical(self) -> "Graph":
         order = {n: i for i, n in enumerate([LABEL, *self.node_names()])}
+        # ramps resolved per edge (the graph's written on each edge it applies to)
         edges = sorted(
-            (e.canonical() for e in self.edges if e.gate.kind != "cutoff"),
+            (replace(e.canonical(), rampup=self.ramp_of(e)) for e in self.edges if e.gate.kind != "cutoff"),
             key=lambda e: (order[e.dst], order[e.src], e.loss, e.src_view or "", e.dst_view or ""),
         )
         crops = sorted(set(self.crop_sizes)) if self.crop_sizes else None
         return Graph(list(self.nodes), edges, self.target_name, "", self.reduction, crops,
-                     self.attention_pull, self.semi_supervised)
+                     self.attention_pull, self.semi_supervised, None)
 
     def key(self) -> str:
         """A canonical JSON string: equal for graphs that compute the same thing."""
@@ -209,6 +290,8 @@ class Graph:
             for k in ("T", "weight", "t2", "src_view", "dst_view"):
                 if getattr(e, k) != getattr(Edge("a", "b"), k):
                     d[k] = getattr(e, k)
+            if e.rampup is not None:  # written only when set: graphs without ramps keep their keys
+                d["rampup"] = e.rampup.to_data() if isinstance(e.rampup, Rampup) else e.rampup
             return d
 
         def node(n: Node) -> dict:
@@ -229,6 +312,8 @@ class Graph:
             out["attention_pull"] = self.attention_pull
         if self.semi_supervised:
             out["semi_supervised"] = True
+        if self.rampup is not None:
+            out["rampup"] = self.rampup.to_data()
         return out
 
     @classmethod
@@ -264,6 +349,8 @@ class Graph:
             for k in ("T", "weight"):
                 if k in e:
                     e[k] = _number(e[k], f"{w}.{k}")
+            if "rampup" in e:
+                e["rampup"] = Rampup.parse(e["rampup"], f"{w}.rampup")
             edges.append(Edge(**e))
         crops = data.get("crop_sizes")
         if crops is not None and (not isinstance(crops, list) or not crops or not all(
@@ -272,8 +359,11 @@ class Graph:
         semi = data.get("semi_supervised", False)
         if not isinstance(semi, bool):
             raise ValueError(f"{where}.semi_supervised: expected true or false, got {semi!r}")
+        rampup = Rampup.parse(data.get("rampup"), f"{where}.rampup")
+        if rampup == NO_RAMP:
+            rampup = None
         return cls(nodes, edges, data.get("target"), data.get("name", ""), data.get("reduction", "mean"),
-                   crops, data.get("attention_pull", "mean"), semi)
+                   crops, data.get("attention_pull", "mean"), semi, rampup)
 
 
 def _number(value: Any, where: str) -> float:

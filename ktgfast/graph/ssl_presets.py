@@ -7,11 +7,16 @@ unlabelled batch (``ssl.py``).  Views: the target end sees ζ1, the source end
 Teacher and Pseudo-Label default to two independent weak draws
 (``views="weak"``, as in their papers and the thesis's diverse space), and
 ``views="strong"`` gives them FixMatch's perturbations.
+
+The Π-model and Mean Teacher ramp their consistency weight up with the sigmoid
+ramp exp(-5 (1 - t)²) over the first 25 % of training by default, as their
+papers do (Laine & Aila 2017: 80 of 300 epochs; Tarvainen & Valpola 2017);
+``rampup="none"`` turns it off (docs/rampup.md).
 """
 from __future__ import annotations
 
 from ..edges import LABEL
-from .presets import register_preset
+from .presets import preset_rampup, register_preset
 from .spec import AUTO_MODEL, Edge, Gate, Graph, Node
 from .ssl import TPL_TAU
 
@@ -33,8 +38,13 @@ def _gate(gate: str, preset: str) -> Gate:
     return Gate(gate)
 
 
-def _graph(nodes: list[Node], edges: list[Edge], target: str = "node1") -> Graph:
-    return Graph(nodes, [Edge(LABEL, "node1", "ce"), *edges], target, semi_supervised=True)
+CONSISTENCY_RAMP = "sigmoid"     # the Π-model's and Mean Teacher's default ramp-up
+CONSISTENCY_RAMP_LENGTH = 0.25   # fraction of training
+
+
+def _graph(nodes: list[Node], edges: list[Edge], target: str = "node1", rampup=None) -> Graph:
+    return Graph(nodes, [Edge(LABEL, "node1", "ce"), *edges], target, semi_supervised=True,
+                 rampup=rampup)
 
 
 @register_preset("ssl-supervised")
@@ -46,25 +56,30 @@ def ssl_supervised(model: str = AUTO_MODEL) -> Graph:
 
 @register_preset("pi-model")
 def pi_model(model: str = AUTO_MODEL, weight: float = 1.0, views: str = "weak",
-             gate: str = "through") -> Graph:
+             gate: str = "through", rampup: str | None = CONSISTENCY_RAMP,
+             rampup_length: float = CONSISTENCY_RAMP_LENGTH) -> Graph:
     """Π-model (fig. 5.2a): one node, a consistency self-loop
-    ``KL(f(θ1, x+ζ2) ‖ f(θ1, x+ζ1))`` (eq. 5.1) with weight ``weight``."""
+    ``KL(f(θ1, x+ζ2) ‖ f(θ1, x+ζ1))`` (eq. 5.1) with weight ``weight``,
+    ramped up by ``rampup`` over the first ``rampup_length`` of training."""
     return _graph([Node("node1", model)],
                   [Edge("node1", "node1", "kl", _gate(gate, "pi-model"), weight=weight,
-                        **_views(views, "pi-model"))])
+                        **_views(views, "pi-model"))],
+                  rampup=preset_rampup(rampup, rampup_length, "pi-model"))
 
 
 @register_preset("mean-teacher")
 def mean_teacher(model: str = AUTO_MODEL, weight: float = 1.0, views: str = "weak",
-                 gate: str = "through", target: str = "node1") -> Graph:
+                 gate: str = "through", target: str = "node1", rampup: str | None = CONSISTENCY_RAMP,
+                 rampup_length: float = CONSISTENCY_RAMP_LENGTH) -> Graph:
     """Mean Teacher (fig. 5.2b): node 1 learns, node 2 is its EMA (eq. 5.2,
-    α = config.ema_decay), consistency edge node 2 → node 1."""
+    α = config.ema_decay), consistency edge node 2 → node 1, ramped up by
+    ``rampup`` over the first ``rampup_length`` of training."""
     if target not in ("node1", "node2"):
         raise ValueError(f"mean-teacher: target = {target!r}; allowed: node1 (student), node2 (EMA)")
     nodes = [Node("node1", model), Node("node2", model, ema_of="node1")]
     edges = [Edge("node2", "node1", "kl", _gate(gate, "mean-teacher"), weight=weight,
                   **_views(views, "mean-teacher"))]
-    return _graph(nodes, edges, target)
+    return _graph(nodes, edges, target, preset_rampup(rampup, rampup_length, "mean-teacher"))
 
 
 @register_preset("pseudo-label")

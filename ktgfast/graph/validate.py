@@ -7,8 +7,8 @@ import math
 from ..edges import ATTENTION_LOSS_KINDS, LABEL, LABEL_LOSSES, LOSS_KINDS, PULL_NORMS, REDUCTIONS
 from ..models import list_models
 from .errors import GraphError
-from .spec import AUTO_MODEL, ENSEMBLE_MODEL, LOSS_DESIGNS, Graph
-from .ssl import TPL, check_semi_supervised
+from .spec import AUTO_MODEL, ENSEMBLE_MODEL, LOSS_DESIGNS, NO_RAMP, RAMP_KINDS, Graph, Rampup
+from .ssl import TPL, check_semi_supervised, lower_edge
 
 __all__ = ["GraphError", "PULL_NORMS", "validate"]
 
@@ -60,6 +60,28 @@ def _check_ensemble(graph: Graph, i: int) -> None:
             raise GraphError(f"{w}.options.members: {m!r} is not a model node; allowed: {', '.join(models)}")
 
 
+def _check_rampup(r, w: str) -> None:
+    if not isinstance(r, Rampup):
+        raise GraphError(f"{w}: {r!r}; allowed: none or {{kind: {'|'.join(RAMP_KINDS)}, "
+                         "length: a number in (0, 1]}")
+    problems = r.problems(w)
+    if problems:
+        raise GraphError(problems[0])
+
+
+def _check_edge_rampup(graph: Graph, e, w: str) -> None:
+    if e.rampup is not None and e.rampup != NO_RAMP:
+        _check_rampup(e.rampup, f"{w}.rampup")
+        if e.src == LABEL:
+            raise GraphError(f"{w}.rampup: label edges are never ramped; allowed: none (or leave it out)")
+    ramp = graph.ramp_of(e)
+    if ramp is not None and graph.semi_supervised and e.gate.kind != "cutoff" and e.loss == TPL \
+            and lower_edge(e)[3] != "none":
+        # the op's edge holds one coefficient schedule: the tpl edge's gate takes it
+        raise GraphError(f"{w}.rampup: a tpl edge under a {e.gate.kind} gate already scales its "
+                         f"weight by the gate; set rampup: none on this edge, or use gate through")
+
+
 def validate(graph: Graph, known_models=None) -> Graph:
     """Check a graph; returns it unchanged or raises :class:`GraphError`.
 
@@ -93,6 +115,8 @@ def validate(graph: Graph, known_models=None) -> Graph:
         raise GraphError(f"graph.crop_sizes: {graph.crop_sizes!r}; expected a non-empty list of positive ints")
     if graph.reduction not in REDUCTIONS:
         raise GraphError(f"graph.reduction: {graph.reduction!r}; allowed: {', '.join(REDUCTIONS)}")
+    if graph.rampup is not None:
+        _check_rampup(graph.rampup, "graph.rampup")
     sources = [LABEL, *names]
     for i, e in enumerate(graph.edges):
         w = f"graph.edges[{i}]"
@@ -118,6 +142,7 @@ def validate(graph: Graph, known_models=None) -> Graph:
             raise GraphError(
                 f"{w}: edge into frozen node {e.dst!r} would never train it; remove it or use gate cutoff"
             )
+        _check_edge_rampup(graph, e, w)
     check_semi_supervised(graph)
     target = graph.target_name
     if target not in names:

@@ -38,11 +38,22 @@ def sgd(model: nn.Module, lr: float, c: TrainConfig) -> torch.optim.Optimizer:
                            nesterov=c.nesterov and c.momentum > 0, weight_decay=c.weight_decay)
 
 
-def epoch_scheduler(opt: torch.optim.Optimizer, c: TrainConfig):
-    """The per-epoch lr schedule of ``config.schedule`` (stepped after each epoch)."""
-    if c.schedule == "multistep":
+def resolved_schedule(c: TrainConfig, data=None) -> str:
+    """``config.schedule`` with ``auto`` replaced by the dataset recipe's
+    (``ktgfast.data.recipes``; cosine where no dataset is given)."""
+    if c.schedule != "auto":
+        return c.schedule
+    return recipe(data).schedule if data is not None else "cosine"
+
+
+def epoch_scheduler(opt: torch.optim.Optimizer, c: TrainConfig, data=None):
+    """The per-epoch lr schedule of ``config.schedule`` (stepped after each
+    epoch; ``auto``: :func:`resolved_schedule`).  Cosine: epoch e (from 0)
+    trains at lr (1 + cos(π e / epochs)) / 2."""
+    schedule = resolved_schedule(c, data)
+    if schedule == "multistep":
         return torch.optim.lr_scheduler.MultiStepLR(opt, c.resolved_milestones(), c.gamma)
-    if c.schedule == "cosine":
+    if schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=c.epochs)
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
 
@@ -82,4 +93,4 @@ def autocast(device: torch.device, amp: str):
 
 
 __all__ = ["autocast", "build_node_model", "epoch_scheduler", "make_augment", "model_name",
-           "make_train_loader", "resolved_lr", "sgd"]
+           "make_train_loader", "resolved_lr", "resolved_schedule", "sgd"]

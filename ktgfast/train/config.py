@@ -12,7 +12,8 @@ from pathlib import Path
 
 import yaml
 
-SCHEDULES = ("multistep", "cosine", "constant")
+# auto: the dataset recipe's (ktgfast.data.recipes; docs/rampup.md)
+SCHEDULES = ("auto", "multistep", "cosine", "constant")
 AMP_MODES = ("none", "bf16", "fp16")
 AUGMENTS = ("auto", "none", "crop", "crop_flip")
 PAD_MODES = ("reflect", "zero")
@@ -46,7 +47,7 @@ class TrainConfig:
     momentum: float = 0.9
     nesterov: bool = True
     weight_decay: float = 5e-4
-    schedule: str = "multistep"
+    schedule: str = "auto"  # auto: the dataset recipe's (cosine; CIFAR: multistep); docs/rampup.md
     milestones: list[int] | None = None  # None: 30 %, 60 %, 90 % of epochs (60/120/180 of 200)
     gamma: float = 0.1
     # data

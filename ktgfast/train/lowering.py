@@ -15,6 +15,11 @@ with an active label edge, in node order.  Unlabelled call: one slot per
 each edge is lowered for the op (``graph.ssl.lower_edge``); a tpl edge under a
 Linear gate carries that gate as its coefficient schedule, which the op
 wrapper evaluates on the device (``ktgfast.edges``).
+
+Ramp-ups (``Graph.rampup`` or an edge's ``rampup``; docs/rampup.md) become the
+non-label edges' coefficient schedules (``ramp_linear`` / ``ramp_sigmoid``) in
+both layouts; a tpl edge whose gate already is its schedule cannot be ramped
+(validation refuses it).
 """
 from __future__ import annotations
 
@@ -107,6 +112,12 @@ class SSLSlots:
         self.u_specs = []
         for e in self.u_edges:
             loss, gate, tau, schedule = lower_edge(e)
+            ramp = graph.coef_schedule_of(e)
+            if ramp is not None:
+                if schedule != "none":  # refused by graph.validate
+                    raise ValueError(f"edge {e.src} -> {e.dst}: a tpl edge under a {e.gate.kind} gate "
+                                     "cannot also be ramped (one coefficient schedule per edge)")
+                schedule = ramp
             self.u_specs.append(_spec(uslot[(idx[e.src], src_view(e))],
                                       uslot[(idx[e.dst], dst_view(e))], e, loss, gate, tau, schedule))
         self.u_owner = [n for n, _ in self.u_slots]
