@@ -187,3 +187,21 @@ def test_lr_column_is_the_lr_each_epoch_trained_at_under_the_default_schedule(tm
         rows = list(csv.DictReader(f))
     want = [0.1 * (1 + math.cos(math.pi * e / 3)) / 2 for e in range(3)]  # cosine per epoch
     assert [float(r["lr"]) for r in rows] == pytest.approx(want, rel=1e-9)
+
+
+def test_graph_rampup_none_set_in_code_means_no_ramp():
+    g = validate(Graph([Node("a"), Node("b")], [Edge(LABEL, "a", "ce"), Edge("b", "a")], "a",
+                       rampup=NO_RAMP))
+    assert [s.coef_schedule.kind for s in g.edge_specs()] == ["none", "none"]
+    assert "rampup" not in g.to_dict() and "ramp" not in summary(g)
+    assert g.digest() == Graph(g.nodes, g.edges, "a").digest()
+
+
+def test_auto_schedule_of_the_cifar_recipes_is_the_papers_multistep():
+    from types import SimpleNamespace
+
+    for name in ("cifar10", "cifar100"):
+        cifar = SimpleNamespace(name=name, image_size=32)
+        assert resolved_schedule(TrainConfig(), cifar) == "multistep"
+    assert resolved_schedule(TrainConfig(), SimpleNamespace(name="dogs", image_size=224)) == "cosine"
+    assert resolved_schedule(TrainConfig(schedule="constant"), SimpleNamespace(name="cifar10")) == "constant"

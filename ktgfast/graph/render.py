@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 from ..edges import GATE_COLORS, LABEL
-from .spec import Graph
+from .spec import Edge, Graph
 from .ssl import dst_view, src_view
 
 
@@ -16,7 +16,7 @@ def summary(graph: Graph) -> str:
              f"{len(graph.active_edges())} active edges, target {graph.target_name}, "
              f"reduction {graph.reduction}, id {graph.digest()}"
              + (", semi-supervised (node edges on unlabelled data)" if graph.semi_supervised else "")]
-    if graph.rampup is not None:
+    if graph.ramp_of(Edge("a", "b")) is not None:
         lines.append(f"rampup: node edges weighted by a {graph.rampup.describe()} (label edges never)")
     w = max(len(n.name) for n in graph.nodes)
     lines.append("nodes:")

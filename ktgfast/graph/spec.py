@@ -223,7 +223,9 @@ class Graph:
         are never ramped."""
         if e.src == LABEL or e.rampup == NO_RAMP:
             return None
-        return e.rampup if isinstance(e.rampup, Rampup) else self.rampup
+        if isinstance(e.rampup, Rampup):
+            return e.rampup
+        return self.rampup if isinstance(self.rampup, Rampup) else None  # None or "none"
 
     def coef_schedule_of(self, e: Edge) -> CoefSchedule | None:
         ramp = self.ramp_of(e)
@@ -312,7 +314,7 @@ class Graph:
             out["attention_pull"] = self.attention_pull
         if self.semi_supervised:
             out["semi_supervised"] = True
-        if self.rampup is not None:
+        if isinstance(self.rampup, Rampup):
             out["rampup"] = self.rampup.to_data()
         return out
 

@@ -115,7 +115,7 @@ def validate(graph: Graph, known_models=None) -> Graph:
         raise GraphError(f"graph.crop_sizes: {graph.crop_sizes!r}; expected a non-empty list of positive ints")
     if graph.reduction not in REDUCTIONS:
         raise GraphError(f"graph.reduction: {graph.reduction!r}; allowed: {', '.join(REDUCTIONS)}")
-    if graph.rampup is not None:
+    if graph.rampup is not None and graph.rampup != NO_RAMP:
         _check_rampup(graph.rampup, "graph.rampup")
     sources = [LABEL, *names]
     for i, e in enumerate(graph.edges):
