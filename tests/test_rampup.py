@@ -205,3 +205,19 @@ def test_auto_schedule_of_the_cifar_recipes_is_the_papers_multistep():
         assert resolved_schedule(TrainConfig(), cifar) == "multistep"
     assert resolved_schedule(TrainConfig(), SimpleNamespace(name="dogs", image_size=224)) == "cosine"
     assert resolved_schedule(TrainConfig(schedule="constant"), SimpleNamespace(name="cifar10")) == "constant"
+
+
+def test_steps_get_the_recipe_schedule_of_their_dataset():
+    """``schedule: auto`` reaches the per-epoch scheduler through the dataset:
+    multistep on CIFAR, cosine on the bundled data."""
+    from types import SimpleNamespace
+
+    from ktgfast.train import TrainConfig
+    from ktgfast.train.build import epoch_scheduler
+
+    opt = lambda: torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)  # noqa: E731
+    cifar = SimpleNamespace(name="cifar100", image_size=32)
+    mnist = SimpleNamespace(name="mnist5k", image_size=28)
+    assert isinstance(epoch_scheduler(opt(), TrainConfig(), cifar), torch.optim.lr_scheduler.MultiStepLR)
+    assert isinstance(epoch_scheduler(opt(), TrainConfig(), mnist),
+                      torch.optim.lr_scheduler.CosineAnnealingLR)

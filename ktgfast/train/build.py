@@ -46,7 +46,7 @@ def resolved_schedule(c: TrainConfig, data=None) -> str:
     return recipe(data).schedule if data is not None else "cosine"
 
 
-def epoch_scheduler(opt: torch.optim.Optimizer, c: TrainConfig, data=None):
+def epoch_scheduler(opt: torch.optim.Optimizer, c: TrainConfig, data):
     """The per-epoch lr schedule of ``config.schedule`` (stepped after each
     epoch; ``auto``: :func:`resolved_schedule`).  Cosine: epoch e (from 0)
     trains at lr (1 + cos(π e / epochs)) / 2."""

@@ -152,7 +152,7 @@ class DistillStep(Step):
         self.models = torch.nn.ModuleList([self.student])
         self.lr = resolved_lr(cfg, data)
         self.optimizers = [sgd(self.student, self.lr, cfg)]
-        self.schedulers = [epoch_scheduler(o, cfg) for o in self.optimizers]
+        self.schedulers = [epoch_scheduler(o, cfg, run.data) for o in self.optimizers]
         self.loader_name, self.train_loader = make_train_loader(run)
         self.steps_per_epoch = len(self.train_loader)
         self.num_periods = cfg.epochs

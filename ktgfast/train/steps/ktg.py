@@ -59,7 +59,7 @@ class KTGStep(Step):
         self.slots = Slots(graph, self.models, self.learning)
         self.ensembles = self.slots.ensembles
         self.forwards = [self._forward_fn(m, i) for i, m in enumerate(self.models)]
-        self.schedulers = [epoch_scheduler(o, cfg) for o in self.optimizers]
+        self.schedulers = [epoch_scheduler(o, cfg, run.data) for o in self.optimizers]
         self.table = EdgeTable(self.slots.edge_specs, self.slots.count, self.device)
         self.att_table = (AttentionEdgeTable(self.slots.attention_specs, len(self.names), self.device)
                           if self.slots.maps else None)
