@@ -3,7 +3,7 @@ produces, which edges act on them, and which node owns each slot's loss.
 
 Supervised graphs (:class:`Slots`).  Slots ``0..M-1`` are the graph's nodes in
 order: a model node's logits, or an ensemble node's mean of its members'
-logits (Minami 2021, eq. 4.10; sources are detached by the op, so an ensemble
+logits (the thesis, eq. 4.10; sources are detached by the op, so an ensemble
 only ever *gives* knowledge).  After them come the attention-branch logits of
 every learning ABN node: ABN (Fukui et al. 2019) trains that branch with its
 own cross-entropy, so each such slot receives a copy of the node's label
