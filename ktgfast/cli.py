@@ -63,12 +63,27 @@ def _add_graph(sub) -> None:
 
 
 def _config(args: argparse.Namespace):
-    """TrainConfig from --config YAML, overridden by the per-field flags."""
+    """TrainConfig from --config YAML, overridden by the per-field flags.  On
+    --resume the base is the run's own config (its config.yaml), so a field
+    not given again -- --epochs included -- keeps the run's value."""
+    from pathlib import Path
+
     from .train import TrainConfig
 
-    config = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
     overrides = {f.name: getattr(args, f"cfg_{f.name}") for f in fields(TrainConfig)
                  if getattr(args, f"cfg_{f.name}") is not None}
+    saved = Path(args.cfg_out) / "config.yaml" if getattr(args, "resume", False) and args.cfg_out else None
+    if saved is not None and saved.exists():
+        base = (yaml.safe_load(saved.read_text()) or {}).get("config", {})
+        known = {f.name for f in fields(TrainConfig)}
+        config = TrainConfig.from_dict({k: v for k, v in base.items() if k in known},
+                                       where=str(saved))
+        if args.config:
+            data = yaml.safe_load(Path(args.config).read_text()) or {}
+            TrainConfig.from_yaml(args.config)  # its own checks and messages
+            config = config.merged(data)
+        return config.merged(overrides)
+    config = TrainConfig.from_yaml(args.config) if args.config else TrainConfig()
     return config.merged(overrides)
 
 
@@ -76,7 +91,10 @@ def _add_config_flags(p) -> None:
     from .train import TrainConfig
 
     p.add_argument("--config", help="YAML file with TrainConfig keys")
-    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the run in --out (fields not given keep the run's values)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh in an --out that holds a run: deletes only its ktgfast run files")
     defaults = TrainConfig()
     for f in fields(TrainConfig):
         flag = "--" + f.name.replace("_", "-")
@@ -89,9 +107,21 @@ def _add_config_flags(p) -> None:
 def _train(args: argparse.Namespace) -> int:
     from .train.methods import trainer_class
 
-    method = None if args.method == "auto" else args.method
-    trainer = trainer_class(method)(args.graph, args.data, _config(args), resume=args.resume,
-                      graph_params=_graph_params(args.graph_arg))
+    graph, data, method = args.graph, args.data, (None if args.method == "auto" else args.method)
+    config = _config(args)
+    if args.resume and config.out:
+        # Not given again: the run's own graph (its graph.yaml), data set and method.
+        from pathlib import Path
+
+        run = Path(config.out)
+        saved = yaml.safe_load((run / "config.yaml").read_text()) if (run / "config.yaml").exists() else {}
+        if graph is None and (run / "graph.yaml").exists():
+            graph = str(run / "graph.yaml")
+        data = data or (saved or {}).get("data")
+        method = method or (saved or {}).get("method")
+    trainer = trainer_class(method)(graph or "dml", data or "mnist5k", config, resume=args.resume,
+                                    overwrite=args.overwrite,
+                                    graph_params=_graph_params(args.graph_arg))
     result = trainer.fit()
     print(f"run folder: {trainer.run_dir}")
     return 0 if result is not None else 1
@@ -102,10 +132,12 @@ def _add_train(sub) -> None:
 
     p = sub.add_parser("train", help="train a graph on a dataset",
                        description="Train a knowledge-transfer graph. Flags override --config.")
-    p.add_argument("--graph", default="dml", help="preset name or YAML file (default dml)")
+    p.add_argument("--graph", default=None,
+                   help="preset name or YAML file (default dml; on --resume the run's graph.yaml)")
     p.add_argument("--graph-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="preset parameter, e.g. k=3")
-    p.add_argument("--data", default="mnist5k", help="dataset name (default mnist5k)")
+    p.add_argument("--data", default=None,
+                   help="dataset name (default mnist5k; on --resume the run's data set)")
     p.add_argument("--method", default="auto", choices=["auto", *TRAIN_METHODS],
                    help="training method (default auto: ssl for semi-supervised graphs or "
                         "--labels-per-class, else ktg)")
@@ -121,7 +153,16 @@ def _distill(args: argparse.Namespace) -> int:
         student=args.student, target=args.target, knowledge=args.knowledge.split(","), T=args.T,
         att_weight=args.att_weight, aggregate=args.aggregate, order=args.order,
         pcgrad_reduction=args.pcgrad_reduction, batched_grads=not args.no_batched_grads)
-    trainer = Distiller(settings, args.data, _config(args), resume=args.resume)
+    config = _config(args)
+    if args.overwrite and config.out is not None:
+        if args.resume:
+            raise SystemExit("ktgfast distill: --resume and --overwrite contradict each other; pass one")
+        from .train.resume import check_fresh
+
+        removed = check_fresh(config.out, overwrite=True)
+        if removed:
+            print(f"--overwrite: deleted the run files of {config.out!r}: {', '.join(removed)}")
+    trainer = Distiller(settings, args.data, config, resume=args.resume)
     trainer.fit()
     print(f"run folder: {trainer.run_dir}")
     return 0

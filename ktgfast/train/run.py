@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from . import checkpoint as ckpt
+from . import resume as resume_rules
 from .build import autocast
 from .config import TrainConfig
 from .distributed import DistEnv
@@ -78,14 +79,21 @@ class Trainer:
     method: str | None = None  # a subclass may fix it (SemiSupervisedTrainer = "ssl")
 
     def __init__(self, graph=None, data=None, config: TrainConfig | None = None, *,
-                 resume: bool = False, graph_params: dict | None = None, method: str | None = None,
-                 **options):
+                 resume: bool = False, overwrite: bool = False, graph_params: dict | None = None,
+                 method: str | None = None, **options):
         self.config = cfg = (config or TrainConfig()).validate()
         self.method = resolve_method(method or self.method, graph, cfg, graph_params)
         cfg.check_method(self.method)
-        steps = step_class(self.method)
         self.dist = DistEnv.from_env()
         self.is_main = self.dist.rank == 0
+        # The run folder is checked before any data loading or model building.
+        self._saved: dict | None = None
+        self.config_changes: dict[str, tuple] = {}
+        if cfg.out is not None:
+            self._check_run_dir(Path(cfg.out), resume, overwrite, data)
+        elif resume:
+            raise ValueError("--resume needs --out: the run folder to continue")
+        steps = step_class(self.method)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         self.device = resolve_device(cfg.device)
@@ -109,6 +117,27 @@ class Trainer:
         self.log = MetricsLog(self.run_dir, cfg.tensorboard, enabled=self.is_main)
         if resume:
             self._resume()
+
+    def _check_run_dir(self, run_dir: Path, resume: bool, overwrite: bool, data=None) -> None:
+        """Refuse a new run in a folder that holds one; on resume, load the
+        checkpoint and check its method and config (``resume.FIELDS``)."""
+        if self.is_main:
+            resume_rules.remove_stale_temps(run_dir)
+        if resume:
+            if overwrite:
+                raise ValueError("--resume and --overwrite contradict each other; pass one")
+            path = run_dir / "checkpoint.pt"
+            state = ckpt.load(path)
+            where = repr(str(run_dir))
+            resume_rules.check_same("method", state.get("method"), self.method, where, "--method")
+            self.config_changes = resume_rules.compare(state.get("config", {}), self.config, where)
+            if isinstance(data, str) and state.get("data"):  # a name: checked before loading it
+                resume_rules.check_same("data set", state["data"]["name"], data, where)
+            self._saved = state
+        elif self.is_main:
+            removed = resume_rules.check_fresh(run_dir, overwrite)
+            if removed:
+                self._print(f"--overwrite: deleted the run files of {str(run_dir)!r}: {', '.join(removed)}")
 
     def __getattr__(self, name: str):
         # Only for names the trainer lacks: the step's models, tables and state.
@@ -157,8 +186,15 @@ class Trainer:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             ckpt.atomic_write_text(_yaml({"config": self.config.to_dict(), "data": self.data.name,
                                           "method": self.method}), self.run_dir / "config.yaml")
+            resumes = getattr(self, "resumes", [])
+            if resumes:
+                # config.yaml holds the values in use now; earlier values are in resumes.yaml.
+                ckpt.atomic_write_text(_yaml({"resumes": resumes}), self.run_dir / "resumes.yaml")
             self.step.write_run_files()
         result = self.history[-1] if self.history else {}
+        if self.history and self._finished():
+            self._print(f"run {str(self.run_dir)!r} is finished ({self.epoch} of {self.num_epochs} "
+                        "periods); nothing to train (ask for more with --epochs)")
         while not self._finished():
             result = self.train_epoch()
         self.log.close()
@@ -281,6 +317,8 @@ class Trainer:
             "graph_key": self.graph.key(),
             "config": self.config.to_dict(),
             "history": self.history,
+            "data": self._data_id(),
+            "resumes": getattr(self, "resumes", []),
             **step.extra_state(),
         }
 
@@ -288,12 +326,27 @@ class Trainer:
         if self.is_main and self.config.checkpoint:
             ckpt.atomic_save(self.state_dict(), self.run_dir / "checkpoint.pt")
 
+    def _data_id(self) -> dict:
+        from .pretrain import data_fingerprint
+
+        return {"name": self.data.name, "fingerprint": data_fingerprint(self.data.train)}
+
     def _resume(self) -> None:
         path = self.run_dir / "checkpoint.pt"
-        state = ckpt.load(path)
+        state, self._saved = self._saved, None
+        where = repr(str(self.run_dir))
         if state["graph_key"] != self.graph.key():
-            raise ValueError(f"checkpoint {str(path)!r} belongs to a different graph; "
-                             "resume with the same graph or choose another --out")
+            raise resume_rules.RunFolderError(
+                f"cannot resume {where}: checkpoint {str(path)!r} belongs to a different graph "
+                f"({resume_rules.describe_graph_key(state['graph_key'])}; this run: "
+                f"{resume_rules.describe_graph_key(self.graph.key())}); resume with the same "
+                "graph or choose another --out")
+        saved_data = state.get("data")
+        if saved_data is not None:
+            now = self._data_id()
+            resume_rules.check_same("data set", saved_data["name"], now["name"], where)
+            resume_rules.check_same("data set content (fingerprint of the training split)",
+                                    saved_data["fingerprint"], now["fingerprint"], where)
         step = self.step
         for m, s in zip(step.models, state["models"]):
             m.load_state_dict(s)
@@ -307,7 +360,13 @@ class Trainer:
         self.epoch = state["epoch"]
         self.step_t.fill_(state["step"])
         self.log.history = list(state["history"])
-        self._print(f"resumed {str(path)!r} at epoch {self.epoch} (step {int(state['step'])})")
+        self.resumes = list(state.get("resumes", []))
+        self.resumes.append({"at_epoch": self.epoch, "at_step": int(state["step"]),
+                             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                             "changed": {k: {"was": a, "now": b} for k, (a, b) in self.config_changes.items()}})
+        changed = ", ".join(f"{k} {a!r} -> {b!r}" for k, (a, b) in self.config_changes.items())
+        self._print(f"resumed {str(path)!r} at epoch {self.epoch} (step {int(state['step'])})"
+                    + (f"; changed: {changed}" if changed else ""))
 
     # ----------------------------------------------------------------- output
     def _bar(self, period: int, total: int):
