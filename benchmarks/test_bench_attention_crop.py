@@ -41,6 +41,17 @@ from ktgfast import ops, reference  # noqa: E402
 from ktgfast.edges import AttentionEdgeTable, EdgeSpec  # noqa: E402
 from attention_crop_baselines import VectorTable, per_sample_loop, vectorised  # noqa: E402
 
+SUITE = {  # read by ktgfast.bench (ast.literal_eval: literals only)
+    "name": "attention_crop",
+    "title": "attention_crop_loss, forward + backward (CPU)",
+    "ktgfast": "ktgfast",
+    "references": {"per_sample_loop": "(a) per-sample loop", "vectorised": "(b) vectorised"},
+    "goals": [{"group": "abn16 mixed M=4", "ref": "per_sample_loop", "min": 10.0},
+              {"group": "abn16 mixed M=4", "ref": "vectorised", "min": 2.0},
+              {"group": "resnet8 mixed M=4", "ref": "per_sample_loop", "min": 10.0},
+              {"group": "resnet8 mixed M=4", "ref": "vectorised", "min": 2.0}],
+}
+
 if not ops.extension_available():
     pytest.skip("ktgfast._C is not built", allow_module_level=True)
 

@@ -37,6 +37,16 @@ from ktgfast import ops, reference  # noqa: E402
 from ktgfast.edges import EdgeSpec, EdgeTable  # noqa: E402
 from per_edge_loop import per_edge_loop  # noqa: E402  (benchmarks/ is on sys.path via conftest)
 
+SUITE = {  # read by ktgfast.bench (ast.literal_eval: literals only)
+    "name": "gated_edge_loss",
+    "title": "gated_edge_loss, forward + backward of every edge (CPU)",
+    "ktgfast": "ktgfast",
+    "references": {"per_edge_loop": "(a) per-edge loop", "reference": "(b) reference",
+                   "reference_compiled": "(c) compiled reference"},
+    "goals": [{"group": "full M=4 C=100", "ref": "per_edge_loop", "min": 10.0},
+              {"group": "full M=4 C=100", "ref": "reference_compiled", "min": 1.5}],
+}
+
 if not ops.extension_available():
     pytest.skip("ktgfast._C is not built", allow_module_level=True)
 

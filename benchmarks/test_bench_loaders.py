@@ -35,6 +35,15 @@ from ktgfast.data import Augment, TensorLoader, get_dataset
 from ktgfast.data.randaugment import RandAugment
 from ktgfast.data.torch_loader import TorchLoader
 
+SUITE = {  # read by ktgfast.bench (ast.literal_eval: literals only)
+    "name": "loaders",
+    "title": "loader throughput, CIFAR-shaped, batch 128 (CPU)",
+    "ktgfast": "tensor",
+    "references": {"torch": "torch DataLoader (2 workers)", "dali": "DALI CPU"},
+    "goals": [{"group": "*weak", "ref": "torch", "min": 10.0},
+              {"group": "*weak", "ref": "dali", "min": 2.0}],
+}
+
 N = int(os.environ.get("KTGFAST_BENCH_LOADER_N", 10_000))
 ROUNDS = int(os.environ.get("KTGFAST_BENCH_ROUNDS", 3))
 BATCH = 128
@@ -85,7 +94,7 @@ def test_loader_throughput(benchmark, data, kind, views):
     rounds = max(ROUNDS, min(50, int(1.0 / (time.perf_counter() - t0))))
     benchmark.group = f"loaders, CPU, 32x32x3, batch {BATCH}, {views}"
     benchmark.name = f"{kind}_{views}"
-    benchmark.extra_info.update(loader=kind, views=views, images_per_round=per_epoch,
+    benchmark.extra_info.update(impl=kind, loader=kind, views=views, images_per_round=per_epoch,
                                 batch_size=BATCH, workers_or_threads=WORKERS)
     benchmark.pedantic(one_epoch, rounds=rounds, iterations=1)
     benchmark.extra_info["images_per_s"] = per_epoch / benchmark.stats.stats.median

@@ -47,6 +47,14 @@ pytest.importorskip("pytest_benchmark")
 from ktgfast import ops, reference  # noqa: E402
 from ktgfast.models import build_model  # noqa: E402
 
+SUITE = {  # read by ktgfast.bench (ast.literal_eval: literals only)
+    "name": "pcgrad",
+    "title": "pcgrad of K = 5 ResNet-18-sized gradients (CPU)",
+    "ktgfast": "ktgfast",
+    "references": {"per_pair_loop": "(a) per-pair loop", "gram_torch": "(c) Gram in torch"},
+    "goals": [],  # no issue set a ratio goal for pcgrad; the report shows the ratios only
+}
+
 if not ops.extension_available():
     pytest.skip("ktgfast._C is not built", allow_module_level=True)
 

@@ -27,6 +27,17 @@ from ktgfast.graph import get_preset
 from ktgfast.models import build_model
 from ktgfast.train import TrainConfig, Trainer
 
+SUITE = {  # read by ktgfast.bench (ast.literal_eval: literals only)
+    "name": "train_step",
+    "title": "train step, 3x ResNet-20 DML, batch 64 (CPU)",
+    "ktgfast": "ktgfast_fp32",
+    "references": {"public_style_fp32": "public-style trainer, fp32"},
+    "variants": {"ktgfast_bf16": "ktgfast, bf16 autocast", "ktgfast_channels_last": "ktgfast, channels_last",
+                 "ktgfast_compile": "ktgfast, torch.compile"},
+    "bf16": ["ktgfast_bf16"],
+    "goals": [{"group": "*", "ref": "public_style_fp32", "min": 1.3}],
+}
+
 BATCH = 64
 NODES = 3
 CLASSES = 100
@@ -84,14 +95,14 @@ class PublicStyleTrainer:
             opt.step()
 
 
-def _run(benchmark, step, x, y, rows=BATCH * STEPS):
+def _run(benchmark, step, x, y, impl, rows=BATCH * STEPS):
     def go():
         for _ in range(STEPS):
             step(x, y)
 
     go()  # warm-up (and compilation)
     benchmark.group = "train-step (3x ResNet-20 DML, batch 64, CPU)"
-    benchmark.extra_info["images_per_round"] = rows
+    benchmark.extra_info.update(impl=impl, images_per_round=rows)
     benchmark.pedantic(go, rounds=ROUNDS, iterations=1)
     benchmark.extra_info["images_per_s"] = rows / benchmark.stats.stats.median
 
@@ -102,7 +113,7 @@ def test_public_style_fp32(benchmark, batch):
     for m in models:
         m.train()
     trainer = PublicStyleTrainer(models)
-    _run(benchmark, trainer.step, *batch)
+    _run(benchmark, trainer.step, *batch, impl="public_style_fp32")
 
 
 @pytest.mark.parametrize("variant", ["fp32", "bf16", "channels_last", "compile"])
@@ -116,4 +127,4 @@ def test_ktgfast(benchmark, data, batch, tmp_path, variant):
     if variant == "channels_last":
         x = x.contiguous(memory_format=torch.channels_last)
     benchmark.name = f"ktgfast_{variant}"
-    _run(benchmark, trainer.train_step, x, y)
+    _run(benchmark, trainer.train_step, x, y, impl=f"ktgfast_{variant}")
