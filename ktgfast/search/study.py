@@ -276,6 +276,21 @@ def _check_study_settings(study: optuna.Study, settings: SearchSettings) -> None
                          f"for {key}. Use another --study name or the same settings")
 
 
+def _check_study_folder(study: optuna.Study, settings: SearchSettings) -> None:
+    """A study new to its storage never writes into a study folder that holds
+    another study's results (trial run folders): they would mix.  The same
+    name on the same storage resumes (the study then has its settings)."""
+    if study.user_attrs.get("settings") is not None or study.get_trials(deepcopy=False):
+        return
+    trials = settings.study_dir() / "trials"
+    held = sorted(p.name for p in trials.iterdir()) if trials.is_dir() else []
+    if held:
+        raise ValueError(f"study folder {str(settings.study_dir())!r} holds the results of another study "
+                         f"({len(held)} trial folders in trials/) but study {settings.study_name()!r} is new "
+                         f"in {describe(resolve_url(settings.storage, settings.study_dir()))}; resume with "
+                         "the storage that holds it (--storage), or choose another --study or --out")
+
+
 def search(space: str, data: str, **kwargs) -> StudyResult:
     """Run (or resume) a search; returns the leaderboard's summary.
 
@@ -288,6 +303,7 @@ def search(space: str, data: str, **kwargs) -> StudyResult:
     TrainConfig().merged(settings.config)  # fail early on bad overrides
     url = resolve_url(settings.storage, settings.study_dir())
     study = open_study(settings)
+    _check_study_folder(study, settings)
     _check_study_settings(study, settings)
     recovered = recover_stale(study, url)
     settings.study_dir().mkdir(parents=True, exist_ok=True)
@@ -349,7 +365,8 @@ def retrain(result: StudyResult, settings: SearchSettings, seeds: int = 1,
             **settings.config, "epochs": epochs or settings.epochs, "eval_splits": ["test"],
             "seed": settings.seed + i, "tensorboard": False, "verbose": False,
             "out": str(settings.study_dir() / "retrain" / f"seed{i}")})
-        row = Trainer(result.best_graph, data, cfg).fit()
+        # A second --retrain replaces the first one's seed folders (as it replaces retrain.json).
+        row = Trainer(result.best_graph, data, cfg, overwrite=True).fit()
         accs.append(row[f"test_acc:{target}"])
         print(f"retrain seed {i}: test accuracy of {target} {accs[-1]:.2f}%", flush=True)
     out = {"seeds": seeds, "test_acc": accs, "mean": statistics.fmean(accs),
