@@ -5,9 +5,7 @@ set once for the whole run so all implementations get the same threads.
 """
 from __future__ import annotations
 
-import hashlib
 import os
-import platform
 import sys
 
 import torch
@@ -38,40 +36,12 @@ def pytest_configure(config):
     _LOAD_AT_START = _loadavg()
 
 
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def pytest_benchmark_update_machine_info(config, machine_info):
-    import ktgfast
-    from ktgfast import ops
+    from ktgfast.bench.machine import collect
 
-    build, so_sha = None, None
-    if ops.extension_available():
-        if hasattr(ops._C, "build_info"):
-            build = ops._C.build_info()
-        with open(ops._C.__file__, "rb") as f:  # which build was measured
-            so_sha = hashlib.sha256(f.read()).hexdigest()[:16]
-    machine_info["ktgfast"] = {
-        "version": ktgfast.__version__,
-        "build_info": build,
-        "extension_sha256": so_sha,
-        "device": "cpu",
-        "cpu_model": _cpu_model(),
-        "logical_cores": os.cpu_count(),
-        "usable_cores": _usable_cores(),
-        "torch_threads": torch.get_num_threads(),
-        "torch_interop_threads": torch.get_num_interop_threads(),
-        "torch_version": torch.__version__,
-        "torch_parallel_info": torch.__config__.parallel_info(),
-        # Other work on the machine skews timings (OpenMP kernels most): keep an eye on it.
-        "load_average_at_start": _LOAD_AT_START,
-        "load_average_at_end": _loadavg(),
-    }
+    info = collect(os.environ.get("KTGFAST_BENCH_DEVICE", "cpu"))
+    # Other work on the machine skews timings (OpenMP kernels most): keep an eye on it.
+    info["load_average_at_start"] = _LOAD_AT_START
+    info["load_average_at_end"] = _loadavg()
+    info["torch_parallel_info"] = torch.__config__.parallel_info()
+    machine_info["ktgfast"] = info
