@@ -150,3 +150,13 @@ def test_quick_run_of_one_suite(tmp_path, capsys):
     k = data["machine_info"]["ktgfast"]
     assert k["cpu_model"] and "usable_cores" in k and "isa" in k and k["device"] == "cpu"
     assert "(a) per-pair loop" in out and "ratio to ktgfast" in out
+
+
+def test_plot_next_to_the_json(tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    p = tmp_path / "cpu_attention_crop.json"
+    p.write_text((FIX / "cpu_attention_crop.json").read_text())
+    assert main(["--from-json", str(p), "--plot"]) == 0
+    png = tmp_path / "cpu_attention_crop.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"picture: {png}" in capsys.readouterr().out
