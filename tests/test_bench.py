@@ -160,3 +160,17 @@ def test_plot_next_to_the_json(tmp_path, capsys):
     png = tmp_path / "cpu_attention_crop.png"
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert f"picture: {png}" in capsys.readouterr().out
+
+
+def test_time_interleaved_rotates_the_order():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("interleave", FIX.parents[2] / "benchmarks" / "interleave.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    calls = []
+    fns = {n: (lambda n=n: calls.append(n)) for n in "abc"}
+    samples = mod.time_interleaved(fns, rounds=4, warmup_rounds=1)
+    assert calls == list("abc" + "abc" + "bca" + "cab" + "abc")  # warm-up, then rotated rounds
+    assert {n: len(s) for n, s in samples.items()} == {"a": 4, "b": 4, "c": 4}
+    assert all(t >= 0 for s in samples.values() for t in s)
