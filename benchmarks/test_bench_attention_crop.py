@@ -19,7 +19,8 @@ Implementations, one benchmark group per case so they sit side by side:
 (b) and (c) time ``node_loss.sum().backward()`` on one (M, B, H, W) leaf.
 Before timing, every implementation's node losses and gradients are checked
 against ktgfast (and ktgfast against the float64 reference), so no wrong code
-is timed.  Speed is never asserted here: ``report.py`` prints the ratios.
+is timed.  The implementations of a case are timed interleaved (``interleave.py``).
+Speed is never asserted here: ``python -m ktgfast.bench attention_crop`` prints the ratios.
 
 Run by path (``testpaths`` excludes this folder):
     python -m pytest benchmarks/test_bench_attention_crop.py \
@@ -40,6 +41,7 @@ pytest.importorskip("pytest_benchmark")
 from ktgfast import ops, reference  # noqa: E402
 from ktgfast.edges import AttentionEdgeTable, EdgeSpec  # noqa: E402
 from attention_crop_baselines import VectorTable, per_sample_loop, vectorised  # noqa: E402
+from interleave import record, time_interleaved  # noqa: E402
 
 SUITE = {  # read by ktgfast.bench (ast.literal_eval: literals only)
     "name": "attention_crop",
@@ -206,28 +208,44 @@ def rounds_for(fn) -> int:
     return int(min(MAX_ROUNDS, max(MIN_ROUNDS, SECONDS / per_call)))
 
 
+_GROUPS: dict[str, dict] = {}  # case id -> {"samples": ..., "info": ...}, timed once per group
+
+
+def group_timings(case: Case) -> dict:
+    """All implementations of one case, checked, then timed interleaved
+    (``interleave.time_interleaved``); the first test of a case pays for the
+    whole group, the others read their samples."""
+    if case.id in _GROUPS:
+        return _GROUPS[case.id]
+    maps, logits, labels = make_inputs(case)
+    want_node, want_grad = expected(case, maps, logits, labels)
+    preps, info = {}, {}
+    for impl in IMPLS:
+        prep = prepare(impl, case, maps, logits, labels)
+        t0 = time.perf_counter()
+        node, grad = prep.result()
+        first_call_s = time.perf_counter() - t0
+        # Correctness guard: never time an implementation that disagrees with ktgfast.
+        torch.testing.assert_close(node, want_node, rtol=1e-4, atol=1e-6, msg=lambda m: f"{impl}: {m}")
+        torch.testing.assert_close(grad, want_grad, rtol=1e-4, atol=1e-7, msg=lambda m: f"{impl}: {m}")
+        preps[impl], info[impl] = prep, {"first_call_s": round(first_call_s, 4)}
+    rounds = min(rounds_for(p.fn) for p in preps.values())  # the slowest one's budget; also the warm-up
+    samples = time_interleaved({i: p.fn for i, p in preps.items()}, rounds, warmup_rounds=2)
+    _GROUPS[case.id] = {"samples": samples, "info": info}
+    return _GROUPS[case.id]
+
+
 @pytest.mark.parametrize(
     "case,impl",
     [(c, i) for c in CASES for i in IMPLS],
     ids=[f"{c.id}-{i}" for c in CASES for i in IMPLS],
 )
 def test_attention_crop_fwd_bwd(benchmark, case: Case, impl: str):
-    maps, logits, labels = make_inputs(case)
-    want_node, want_grad = expected(case, maps, logits, labels)
-
-    prep = prepare(impl, case, maps, logits, labels)
-    t0 = time.perf_counter()
-    node, grad = prep.result()
-    first_call_s = time.perf_counter() - t0
-    # Correctness guard: never time an implementation that disagrees with ktgfast.
-    torch.testing.assert_close(node, want_node, rtol=1e-4, atol=1e-6)
-    torch.testing.assert_close(grad, want_grad, rtol=1e-4, atol=1e-7)
-
-    rounds = rounds_for(prep.fn)  # also the warm-up
+    timings = group_timings(case)
     benchmark.group = case.group
     benchmark.extra_info.update(
         impl=impl, net=case.net, variant=case.variant, M=case.M, B=B, H=case.hw, W=case.hw,
-        crops=list(case.crops), edges=len(case.specs()), threads=torch.get_num_threads(),
-        first_call_s=round(first_call_s, 4),
+        crops=list(case.crops), edges=len(case.specs()), threads=torch.get_num_threads(), interleaved=True,
+        **timings["info"][impl],
     )
-    benchmark.pedantic(prep.fn, rounds=rounds, iterations=1, warmup_rounds=2)
+    record(benchmark, timings["samples"][impl])
