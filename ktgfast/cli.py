@@ -153,16 +153,8 @@ def _distill(args: argparse.Namespace) -> int:
         student=args.student, target=args.target, knowledge=args.knowledge.split(","), T=args.T,
         att_weight=args.att_weight, aggregate=args.aggregate, order=args.order,
         pcgrad_reduction=args.pcgrad_reduction, batched_grads=not args.no_batched_grads)
-    config = _config(args)
-    if args.overwrite and config.out is not None:
-        if args.resume:
-            raise SystemExit("ktgfast distill: --resume and --overwrite contradict each other; pass one")
-        from .train.resume import check_fresh
-
-        removed = check_fresh(config.out, overwrite=True)
-        if removed:
-            print(f"--overwrite: deleted the run files of {config.out!r}: {', '.join(removed)}")
-    trainer = Distiller(settings, args.data, config, resume=args.resume)
+    trainer = Distiller(settings, args.data, _config(args), resume=args.resume,
+                        overwrite=args.overwrite)
     trainer.fit()
     print(f"run folder: {trainer.run_dir}")
     return 0

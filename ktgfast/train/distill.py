@@ -14,8 +14,8 @@ class Distiller(Trainer):
     method = "distill"
 
     def __init__(self, settings: DistillSettings, data=None, config: TrainConfig | None = None, *,
-                 resume: bool = False):
-        super().__init__(None, data, config, resume=resume, settings=settings)
+                 resume: bool = False, overwrite: bool = False):
+        super().__init__(None, data, config, resume=resume, overwrite=overwrite, settings=settings)
 
 
 __all__ = ["AGGREGATIONS", "DistillSettings", "DistillStep", "Distiller", "KNOWLEDGE", "ORDERS",

@@ -67,7 +67,8 @@ def ensure_pretrained(trainer, node) -> str:
     cfg = replace(trainer.config.for_method("ktg"), out=str(path.with_suffix("")) + "-run",
                   tensorboard=False, seed=PRETRAIN_SEED, checkpoint=False,
                   eval_splits=["val"] if trainer.data.val is not None else [])
-    teacher = Trainer(graph, trainer.data, cfg, method="ktg")
+    # <key>-run is the cache's scratch folder: a retry after a crash there starts over.
+    teacher = Trainer(graph, trainer.data, cfg, method="ktg", overwrite=True)
     teacher.fit()
     atomic_save(teacher.models[0].state_dict(), path)
     return str(path)
