@@ -101,3 +101,28 @@ def test_torchrun_trains_a_graph_from_the_cli(tmp_path):
     # one process wrote the run folder: one console header, one checkpoint
     assert proc.stdout.count("run folder:") == 1 or proc.stdout.count("epoch   1") == 1
     assert (out / "checkpoint.pt").exists()
+
+
+def _evaluate(rank, world, out_dir):
+    data = tiny_data(n_test=61)  # an odd split: shards of 31 and 30, nothing padded
+    tr = Trainer(graph(), data, config(os.path.join(out_dir, f"e{rank}"), 16))
+    acc = tr.evaluate("test")
+    torch.save(acc, os.path.join(out_dir, f"acc{rank}.pt"))
+
+
+@pytest.mark.slow
+def test_sharded_evaluation_is_exact(tmp_path):
+    spawn(_evaluate, 2, str(tmp_path))
+    single = Trainer(graph(), tiny_data(n_test=61), config(str(tmp_path / "single"), 16))
+    want = single.evaluate("test")
+    assert torch.load(tmp_path / "acc0.pt") == torch.load(tmp_path / "acc1.pt") == want
+
+
+def test_eval_shards_cover_every_sample_once():
+    from ktgfast.dist import eval_shard
+
+    for n in (0, 1, 7, 61, 64):
+        for world in (1, 2, 3, 5):
+            ranges = [eval_shard(n, r, world) for r in range(world)]
+            covered = [i for a, b in ranges for i in range(a, b)]
+            assert covered == list(range(n))

@@ -30,7 +30,7 @@ from . import checkpoint as ckpt
 from . import resume as resume_rules
 from .build import autocast
 from .config import TrainConfig
-from .distributed import DistEnv
+from ..dist import DistEnv, all_reduce_sum, eval_shard
 from .lowering import EnsembleNode
 from .metrics import MetricsLog
 from .steps import resolve_method, step_class
@@ -84,7 +84,7 @@ class Trainer:
         self.config = cfg = (config or TrainConfig()).validate()
         self.method = resolve_method(method or self.method, graph, cfg, graph_params)
         cfg.check_method(self.method)
-        self.dist = DistEnv.from_env()
+        self.dist = DistEnv.from_env(cfg.device)
         self.is_main = self.dist.rank == 0
         # The run folder is checked before any data loading or model building.
         self._saved: dict | None = None
@@ -96,7 +96,7 @@ class Trainer:
         steps = step_class(self.method)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
-        self.device = resolve_device(cfg.device)
+        self.device = resolve_device(self.dist.device(cfg.device))  # cuda: cuda:LOCAL_RANK
         # The method's graph and data (e.g. the one student node, the labelled split).
         self.graph, self.data = steps.prepare(self, graph, data, graph_params or {}, options)
         for split in cfg.eval_splits:
@@ -275,7 +275,11 @@ class Trainer:
         # Built once per split: on a GPU each build would copy the split to the device.
         loaders = self.__dict__.setdefault("_eval_loaders", {})
         if split not in loaders:
-            loaders[split] = TensorLoader(data, self.config.eval_batch_size, shuffle=False,
+            # Under torchrun each rank evaluates its own contiguous chunk; the
+            # hit counts are summed over ranks (exact: nothing padded).
+            a, b = eval_shard(len(data.labels), self.dist.rank, self.dist.world_size)
+            part = data if (a, b) == (0, len(data.labels)) else _rows(data, a, b)
+            loaders[split] = TensorLoader(part, self.config.eval_batch_size, shuffle=False,
                                           drop_last=False, augment=None, mean=self.data.mean,
                                           std=self.data.std, device=self.device)
         step = self.step
@@ -296,6 +300,7 @@ class Trainer:
             zs = torch.stack(z)
             hits[:-1] += (zs.argmax(-1) == y).sum(-1)
             hits[-1] += (zs[real].mean(0).argmax(-1) == y).sum()
+        all_reduce_sum(hits, self.dist.world_size)
         acc = (100.0 * hits.double() / len(data.labels)).tolist()
         # "ensemble": the mean over every model node, unless a node has that name.
         out = dict(zip(names, acc[:-1]))
@@ -315,6 +320,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "rng": ckpt.rng_state(),
             "graph_key": self.graph.key(),
+            "world_size": self.dist.world_size,
             "config": self.config.to_dict(),
             "history": self.history,
             "data": self._data_id(),
@@ -341,6 +347,12 @@ class Trainer:
                 f"({resume_rules.describe_graph_key(state['graph_key'])}; this run: "
                 f"{resume_rules.describe_graph_key(self.graph.key())}); resume with the same "
                 "graph or choose another --out")
+        saved_world = state.get("world_size", 1)
+        if saved_world != self.dist.world_size:
+            raise resume_rules.RunFolderError(
+                f"cannot resume {where}: it was trained on {saved_world} process(es), this launch has "
+                f"{self.dist.world_size}; the per-rank batches and the global batch would change, so "
+                f"launch with --nproc-per-node/--nnodes giving WORLD_SIZE={saved_world}")
         saved_data = state.get("data")
         if saved_data is not None:
             now = self._data_id()
@@ -400,6 +412,15 @@ def _yaml(data: dict) -> str:
     import yaml
 
     return yaml.safe_dump(json.loads(json.dumps(data)), sort_keys=False)
+
+
+def _rows(split, a: int, b: int):
+    """Rows ``[a, b)`` of a split (images, labels and what else it carries)."""
+    import dataclasses
+
+    fields = {f.name: getattr(split, f.name) for f in dataclasses.fields(split)}
+    return dataclasses.replace(split, **{k: v[a:b] if isinstance(v, torch.Tensor) else v
+                                         for k, v in fields.items()})
 
 
 __all__ = ["EpochLosses", "NonFiniteLossError", "Trainer", "resolve_device"]
