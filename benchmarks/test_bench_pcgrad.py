@@ -19,9 +19,10 @@ Inputs: ``flat`` a (5, 11_000_000) float32 tensor; ``resnet18`` the 62
 parameter tensors of ResNet-18 (1000 classes, 11.7 M parameters) as a list of
 (5, *shape) tensors.  Before timing, each implementation is checked against the
 float64 reference with one fixed order, so no wrong code is timed.  Speed is
-never asserted; print the ratios with
+never asserted; the implementations of an input are timed interleaved
+(``interleave.py``); print the ratios with
 
-    python benchmarks/test_bench_pcgrad.py benchmarks/results/cpu_pcgrad.json
+    python -m ktgfast.bench --from-json benchmarks/results/cpu_pcgrad.json
 
 Run by path (``testpaths`` excludes this folder):
     python -m pytest benchmarks/test_bench_pcgrad.py \
@@ -30,7 +31,6 @@ Run by path (``testpaths`` excludes this folder):
 """
 from __future__ import annotations
 
-import json
 import os
 import random
 import sys
@@ -44,6 +44,7 @@ import torch
 
 pytest.importorskip("pytest_benchmark")
 
+from interleave import record, time_interleaved  # noqa: E402  (benchmarks/ is on sys.path via conftest)
 from ktgfast import ops, reference  # noqa: E402
 from ktgfast.models import build_model  # noqa: E402
 
@@ -180,50 +181,47 @@ def inputs():
     return {case: make_grads(case) for case in CASES}
 
 
+_GROUPS: dict[str, dict] = {}  # case -> {"samples": ..., "info": ...}, timed once per group
+
+
+def group_timings(inputs, case: str) -> dict:
+    """All implementations of one input, checked, then timed interleaved
+    (``interleave.time_interleaved``); the first test of a case pays for the
+    whole group, the others read their samples."""
+    if case in _GROUPS:
+        return _GROUPS[case]
+    grads = inputs[case]
+    order = ops.pcgrad_order(K, "random", 123)
+    timed, info = {}, {}
+    for impl in IMPLS:
+        fn, checked = prepare(impl, grads)
+        t0 = time.perf_counter()
+        err = check(checked(order), grads, order)  # never time a wrong implementation
+        timed[impl] = fn
+        info[impl] = {"first_call_s": round(time.perf_counter() - t0, 4), "max_abs_err_vs_float64": err}
+    rounds = min(rounds_for(fn) for fn in timed.values())  # the slowest one's budget; also the warm-up
+    samples = time_interleaved(timed, rounds, warmup_rounds=1)
+    _GROUPS[case] = {"samples": samples, "info": info}
+    return _GROUPS[case]
+
+
 @pytest.mark.parametrize(
     "case,impl", [(c, i) for c in CASES for i in IMPLS], ids=[f"{c}-{i}" for c in CASES for i in IMPLS]
 )
 def test_pcgrad(benchmark, inputs, case: str, impl: str):
     grads = inputs[case]
-    timed, checked = prepare(impl, grads)
-    order = ops.pcgrad_order(K, "random", 123)
-    t0 = time.perf_counter()
-    err = check(checked(order), grads, order)  # never time a wrong implementation
-    first_call_s = time.perf_counter() - t0
-    rounds = rounds_for(timed)  # also the warm-up
+    timings = group_timings(inputs, case)
     numel = grads.numel() if case == "flat" else sum(g.numel() for g in grads)
     benchmark.group = f"{case} K={K} P={numel // K}"
     benchmark.extra_info.update(
         impl=impl, case=case, K=K, P=numel // K,
-        tensors=1 if case == "flat" else len(grads), threads=torch.get_num_threads(),
-        first_call_s=round(first_call_s, 4), max_abs_err_vs_float64=err,
+        tensors=1 if case == "flat" else len(grads), threads=torch.get_num_threads(), interleaved=True,
+        **timings["info"][impl],
     )
-    benchmark.pedantic(timed, rounds=rounds, iterations=1, warmup_rounds=1)
+    record(benchmark, timings["samples"][impl])
 
 
-def main(path: str) -> None:
-    """Medians and ratios (reference / ktgfast, > 1: ktgfast faster) per group."""
-    with open(path) as f:
-        data = json.load(f)
-    groups: dict[str, dict[str, float]] = {}
-    for b in data["benchmarks"]:
-        groups.setdefault(b["group"], {})[b["extra_info"]["impl"]] = b["stats"]["median"]
-    k = data["machine_info"].get("ktgfast", {})
-    print(f"{k.get('cpu_model')}, {k.get('torch_threads')} threads, load average "
-          f"{k.get('load_average_at_start')} -> {k.get('load_average_at_end')}\n")
-    print("| group | (a) per-pair loop ms | (c) Gram in torch ms | (b) ktgfast ms | (a)/(b) | (c)/(b) |")
-    print("|---|---|---|---|---|---|")
-    errors: dict[str, dict[str, float]] = {}
-    for b in data["benchmarks"]:
-        errors.setdefault(b["group"], {})[b["extra_info"]["impl"]] = b["extra_info"].get("max_abs_err_vs_float64")
-    for g, med in groups.items():
-        kt = med["ktgfast"]
-        print(f"| {g} | {med['per_pair_loop'] * 1e3:.1f} | {med['gram_torch'] * 1e3:.1f} | {kt * 1e3:.1f} "
-              f"| {med['per_pair_loop'] / kt:.2f}x | {med['gram_torch'] / kt:.2f}x |")
-    print("\nMax abs error vs the float64 reference (fixed order):")
-    for g, errs in errors.items():
-        print(f"- {g}: " + ", ".join(f"{i} {e:.2e}" for i, e in errs.items() if e is not None))
+if __name__ == "__main__":  # old command: the report of a saved run
+    from ktgfast.bench.cli import main
 
-
-if __name__ == "__main__":
-    main(sys.argv[1])
+    sys.exit(main(["--from-json", *sys.argv[1:]]))

@@ -150,6 +150,9 @@ def test_quick_run_of_one_suite(tmp_path, capsys):
     k = data["machine_info"]["ktgfast"]
     assert k["cpu_model"] and "usable_cores" in k and "isa" in k and k["device"] == "cpu"
     assert "(a) per-pair loop" in out and "ratio to ktgfast" in out
+    # timed interleaved: every row of the group got the same number of rounds
+    assert all(b["extra_info"]["interleaved"] for b in data["benchmarks"])
+    assert len({b["stats"]["rounds"] for b in data["benchmarks"]}) == 1
 
 
 def test_plot_next_to_the_json(tmp_path, capsys):
