@@ -39,6 +39,7 @@ SUITE = {  # read by ktgfast.bench (ast.literal_eval: literals only)
     "name": "loaders",
     "title": "loader throughput, CIFAR-shaped, batch 128 (CPU)",
     "ktgfast": "tensor",
+    "ktgfast_label": "ktgfast TensorLoader",
     "references": {"torch": "torch DataLoader (2 workers)", "dali": "DALI CPU"},
     "goals": [{"group": "*weak", "ref": "torch", "min": 10.0},
               {"group": "*weak", "ref": "dali", "min": 2.0}],

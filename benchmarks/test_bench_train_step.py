@@ -31,6 +31,7 @@ SUITE = {  # read by ktgfast.bench (ast.literal_eval: literals only)
     "name": "train_step",
     "title": "train step, 3x ResNet-20 DML, batch 64 (CPU)",
     "ktgfast": "ktgfast_fp32",
+    "ktgfast_label": "ktgfast, fp32 (headline)",
     "references": {"public_style_fp32": "public-style trainer, fp32"},
     "variants": {"ktgfast_bf16": "ktgfast, bf16 autocast", "ktgfast_channels_last": "ktgfast, channels_last",
                  "ktgfast_compile": "ktgfast, torch.compile"},

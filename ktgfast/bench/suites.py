@@ -24,10 +24,11 @@ class Suite:
     variants: dict[str, str] = field(default_factory=dict)  # ktgfast's other rows
     goals: list[dict] = field(default_factory=list)  # {"group": fnmatch, "ref": impl, "min": ratio}
     bf16: list[str] = field(default_factory=list)    # rows that run in bf16
+    ktgfast_label: str = "ktgfast"
 
     def label(self, impl: str) -> str | None:
         if impl == self.ktgfast:
-            return "ktgfast"
+            return self.ktgfast_label
         return self.references.get(impl) or self.variants.get(impl)
 
 
@@ -56,7 +57,8 @@ def read_suite(path: Path) -> Suite:
             d = ast.literal_eval(node.value)
             return Suite(name=d["name"], path=path, title=d.get("title", d["name"]), ktgfast=d["ktgfast"],
                          references=dict(d.get("references", {})), variants=dict(d.get("variants", {})),
-                         goals=list(d.get("goals", [])), bf16=list(d.get("bf16", [])))
+                         goals=list(d.get("goals", [])), bf16=list(d.get("bf16", [])),
+                         ktgfast_label=d.get("ktgfast_label", "ktgfast"))
     raise ValueError(f"{path} declares no SUITE = {{...}}")
 
 
