@@ -280,9 +280,17 @@ def _add_analyze(sub) -> None:
     p.set_defaults(run=_analyze)
 
 
+def _add_bench(sub) -> None:
+    from .bench.cli import add_arguments
+
+    p = sub.add_parser("bench", help="run the benchmark suites of a checkout and report ratios and goals")
+    add_arguments(p)  # ``main`` hands ``bench ...`` to ktgfast.bench.cli.main whole
+
+
 # name -> function adding the sub-parser; later commands register here.
 COMMANDS: dict[str, Callable] = {"train": _add_train, "distill": _add_distill, "search": _add_search,
-                                 "analyze": _add_analyze, "graph": _add_graph, "info": _add_info}
+                                 "analyze": _add_analyze, "graph": _add_graph, "info": _add_info,
+                                 "bench": _add_bench}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -294,6 +302,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:
+        from .bench.cli import main as bench_main
+
+        return bench_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)

@@ -177,3 +177,12 @@ def test_time_interleaved_rotates_the_order():
     assert calls == list("abc" + "abc" + "bca" + "cab" + "abc")  # warm-up, then rotated rounds
     assert {n: len(s) for n, s in samples.items()} == {"a": 4, "b": 4, "c": 4}
     assert all(t >= 0 for s in samples.values() for t in s)
+
+
+def test_ktgfast_bench_subcommand_lists_the_suites(capsys):
+    from ktgfast.cli import main as ktgfast_main
+
+    assert ktgfast_main(["bench", "--list"]) == 0
+    out = capsys.readouterr().out
+    assert all(name in out for name in ("gated_edge_loss", "attention_crop", "pcgrad", "train_step",
+                                        "loaders"))

@@ -28,7 +28,7 @@ from ktgfast.search import load_space
 from ktgfast.train import TrainConfig, Trainer
 from ktgfast.train.steps import ssl as ssl_mod
 from ktgfast.train.run_dir import load_run
-from ktgfast.train.ssl import SemiSupervisedTrainer, SSLSlots
+from ktgfast.train.ssl import SSLSlots
 
 pytestmark = pytest.mark.usefixtures("one_thread", "no_user_cache")
 

@@ -9,6 +9,7 @@ import os
 from dataclasses import replace
 from pathlib import Path
 
+from ..data.fingerprint import data_fingerprint
 from ..data.recipes import default_model
 from ..graph import get_preset
 from .checkpoint import atomic_save
@@ -22,21 +23,6 @@ PRETRAIN_SEED = 0  # a teacher is one fixed model per recipe, whatever the stude
 def cache_dir(config) -> Path:
     root = config.pretrain_cache or os.environ.get("KTGFAST_CACHE") or Path.home() / ".cache" / "ktgfast"
     return Path(root) / "pretrained"
-
-
-def data_fingerprint(split) -> str:
-    """Content hash of a training split (images and labels), memoised on it."""
-    cached = getattr(split, "_ktg_fingerprint", None)
-    if cached is None:
-        h = hashlib.sha256()
-        h.update(split.images.contiguous().cpu().numpy().tobytes())
-        h.update(split.labels.contiguous().cpu().numpy().tobytes())
-        cached = h.hexdigest()[:16]
-        try:
-            object.__setattr__(split, "_ktg_fingerprint", cached)
-        except AttributeError:
-            pass
-    return cached
 
 
 def pretrain_key(trainer, node) -> str:

@@ -30,6 +30,7 @@ from . import checkpoint as ckpt
 from . import resume as resume_rules
 from .build import autocast
 from .config import TrainConfig
+from ..data.fingerprint import data_fingerprint
 from ..dist import DistEnv, all_reduce_sum, eval_shard
 from .lowering import EnsembleNode
 from .metrics import MetricsLog
@@ -333,8 +334,6 @@ class Trainer:
             ckpt.atomic_save(self.state_dict(), self.run_dir / "checkpoint.pt")
 
     def _data_id(self) -> dict:
-        from .pretrain import data_fingerprint
-
         return {"name": self.data.name, "fingerprint": data_fingerprint(self.data.train)}
 
     def _resume(self) -> None:
