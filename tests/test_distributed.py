@@ -126,3 +126,10 @@ def test_eval_shards_cover_every_sample_once():
             ranges = [eval_shard(n, r, world) for r in range(world)]
             covered = [i for a, b in ranges for i in range(a, b)]
             assert covered == list(range(n))
+
+
+def test_sync_bn_on_cpu_is_refused_before_training(tmp_path):
+    cfg = config(str(tmp_path / "sbn"), 16)
+    cfg.sync_bn = True
+    with pytest.raises(ValueError, match=r"sync_bn = True \(--sync-bn\): SyncBatchNorm runs only on CUDA"):
+        Trainer(graph(), tiny_data(), cfg)

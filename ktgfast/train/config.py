@@ -77,6 +77,7 @@ class TrainConfig:
     device: str = "auto"
     amp: str = "none"
     channels_last: bool = False
+    sync_bn: bool = False        # under torchrun: SyncBatchNorm across ranks (CUDA only)
     compile: bool = False
     threads: int | None = None
     # run

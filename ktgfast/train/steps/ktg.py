@@ -56,6 +56,10 @@ class KTGStep(Step):
         nodes = NodeModels(run, graph)
         self.names, self.learning, self.models = nodes.names, nodes.learning, nodes.models
         self.optimizers, self.lr = nodes.optimizers, nodes.lr
+        if cfg.sync_bn and self.device.type != "cuda":
+            raise ValueError("config.sync_bn = True (--sync-bn): SyncBatchNorm runs only on CUDA devices; "
+                             "on CPU each rank's BatchNorm normalises with its own batch and the running "
+                             "statistics are rank 0's (docs/methods.md); drop --sync-bn")
         self.slots = Slots(graph, self.models, self.learning)
         self.ensembles = self.slots.ensembles
         self.forwards = [self._forward_fn(m, i) for i, m in enumerate(self.models)]
@@ -94,7 +98,7 @@ class KTGStep(Step):
             return None
         outputs = self.slots.wants_outputs[i]
         if self.run.dist.enabled and self.learning[i]:
-            fn = ddp_forward(model, outputs, self.device)
+            fn = ddp_forward(model, outputs, self.device, sync_bn=self.config.sync_bn)
         else:
             fn = model.forward_outputs if outputs else model
         return torch.compile(fn) if self.config.compile else fn
