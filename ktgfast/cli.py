@@ -36,7 +36,12 @@ def _graph(args: argparse.Namespace) -> int:
     from .models import model_options
 
     if args.action == "list":
-        print("\n".join(list_presets()))
+        from .graph.presets import describe_preset
+
+        for name in list_presets():
+            text, params = describe_preset(name)
+            print(f"{name:<20} {text}\n{'':<20} parameters (--graph-arg KEY=VALUE): "
+                  f"{', '.join(params) or 'none'}")
         return 0
     if not args.graph:
         raise SystemExit(f"ktgfast graph {args.action}: name a preset or a YAML file")

@@ -191,3 +191,19 @@ def test_gate_parameter_digests_are_pinned():
     assert ssl.digest() == "afb69d6066f4"
     # the key's gate form: only parameters that differ from their defaults
     assert '"gate":{"f":0.25,"kind":"sine"}' in g(Edge("b", "a", "kl", Gate("sine", f=0.25))).key()
+
+
+def test_graph_list_shows_each_preset_with_a_description_and_its_parameters(capsys):
+    import inspect
+
+    from ktgfast.cli import main as ktgfast_main
+    from ktgfast.graph.presets import PRESETS, describe_preset
+
+    assert ktgfast_main(["graph", "list"]) == 0
+    out = capsys.readouterr().out
+    for name, fn in PRESETS.items():
+        text, params = describe_preset(name)
+        assert text and "``" not in text and len(text) <= 101
+        assert params == list(inspect.signature(fn).parameters)
+        assert f"{name:<20} {text}" in out
+    assert "parameters (--graph-arg KEY=VALUE): k, model, models, peer" in out

@@ -16,6 +16,7 @@ peers otherwise chase each other's class prior in their first steps
 from __future__ import annotations
 
 import inspect
+import re
 from typing import Callable
 
 from ..edges import LABEL
@@ -34,6 +35,17 @@ def register_preset(name: str):
 
 def list_presets() -> list[str]:
     return sorted(PRESETS)
+
+
+def describe_preset(name: str) -> tuple[str, list[str]]:
+    """``(one-line description, parameter names)`` of a preset, from its
+    docstring's first sentence and its signature."""
+    fn = PRESETS[name]
+    para = " ".join((inspect.getdoc(fn) or "").split("\n\n")[0].split())
+    sentence = re.split(r"\.\s+(?=[A-Z])", para)[0].rstrip(".").replace("``", "")
+    if len(sentence) > 100:
+        sentence = sentence[:99].rsplit(" ", 1)[0] + " …"
+    return sentence, list(inspect.signature(fn).parameters)
 
 
 def get_preset(name: str, **params) -> Graph:
