@@ -9,7 +9,7 @@ averaged ensemble, per-teacher distributions, + attention maps (summed),
 + attention maps with PCGrad, and reports the students' test accuracy and the
 PCGrad conflict counts.
 
-    PYTHONPATH=. python scripts/ensemble_mnist5k.py --epochs 6 --seeds 2 --out runs/ens_mnist5k
+    python scripts/ensemble_mnist5k.py --epochs 6 --seeds 2 --out runs/ens_mnist5k
 """
 from __future__ import annotations
 
