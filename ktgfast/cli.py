@@ -128,7 +128,8 @@ def _train(args: argparse.Namespace) -> int:
                                     overwrite=args.overwrite,
                                     graph_params=_graph_params(args.graph_arg))
     result = trainer.fit()
-    print(f"run folder: {trainer.run_dir}")
+    if trainer.is_main and not trainer.config.verbose:  # (verbose runs end with a summary)
+        print(f"run folder: {trainer.run_dir}")
     return 0 if result is not None else 1
 
 
@@ -161,7 +162,8 @@ def _distill(args: argparse.Namespace) -> int:
     trainer = Distiller(settings, args.data, _config(args), resume=args.resume,
                         overwrite=args.overwrite)
     trainer.fit()
-    print(f"run folder: {trainer.run_dir}")
+    if trainer.is_main and not trainer.config.verbose:  # (verbose runs end with a summary)
+        print(f"run folder: {trainer.run_dir}")
     return 0
 
 

@@ -895,3 +895,17 @@ def test_dml_vs_vanilla_on_mnist5k(tmp_path, capsys):
         print(f"\nMNIST-5k val acc, 2 epochs, seeds 0-2: vanilla {acc['vanilla']} "
               f"(mean {mean['vanilla']:.2f}); DML node0 {acc['dml']} (mean {mean['dml']:.2f})")
     assert min(acc["vanilla"]) > 85 and min(acc["dml"]) > 75
+
+
+def test_config_yaml_holds_resolved_values_and_the_run_ends_with_a_summary(tmp_path, data, capsys):
+    graph = Graph([Node("a", "auto"), Node("b", "mlp", MLP8)],
+                  [Edge("label", "a", "ce"), Edge("label", "b", "ce"), Edge("b", "a", "kl")], "a")
+    cfg = make_config(tmp_path, epochs=2, lr=None, schedule="multistep", verbose=True)
+    Trainer(graph, data, cfg).fit()
+    saved = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+    assert saved["config"]["lr"] is None  # what was asked ...
+    res = saved["resolved"]               # ... and what it became
+    assert res["lr"] == 0.02 and res["schedule"] == "multistep" and res["milestones"] == [1, 2]
+    assert res["models"] == {"a": "cnn_small", "b": "mlp"} and res["total_steps"] == 2 * 6
+    out = capsys.readouterr().out
+    assert "best epoch" in out and "(by val_acc:a)" in out and f"run folder: {tmp_path / 'run'}" in out

@@ -186,7 +186,8 @@ class Trainer:
         if self.is_main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             ckpt.atomic_write_text(_yaml({"config": self.config.to_dict(), "data": self.data.name,
-                                          "method": self.method}), self.run_dir / "config.yaml")
+                                          "method": self.method, "resolved": self.step.resolved()}),
+                                   self.run_dir / "config.yaml")
             resumes = getattr(self, "resumes", [])
             if resumes:
                 # config.yaml holds the values in use now; earlier values are in resumes.yaml.
@@ -199,7 +200,24 @@ class Trainer:
         while not self._finished():
             result = self.train_epoch()
         self.log.close()
+        self._print_summary()
         return self.step.result(result)
+
+    def _print_summary(self) -> None:
+        """The run's best epoch (by validation accuracy of the target node, never
+        by test), its accuracies per node, the run folder and TensorBoard."""
+        target = self.graph.target_name if self.graph.target_name in self.step.names else self.step.names[0]
+        key = f"val_acc:{target}"
+        rows = [r for r in self.history if key in r]
+        lines = []
+        if rows:
+            best = max(rows, key=lambda r: r[key])
+            accs = "  ".join(f"{k} {v:.2f}%" for k, v in best.items() if "_acc:" in k)
+            lines.append(f"best epoch {best['epoch']} (by {key}): {accs}")
+        lines.append(f"run folder: {self.run_dir}")
+        if self.config.tensorboard and (self.run_dir / "tb").exists():
+            lines.append(f"curves: tensorboard --logdir {self.run_dir / 'tb'}")
+        self._print("\n".join(lines))
 
     def _finished(self) -> bool:
         return self.step.finished() or self.epoch >= self.num_epochs

@@ -66,6 +66,21 @@ class Step:
         save_graph(self.run.graph, self.run.run_dir / "graph.yaml")
         self.run._print(summary(self.run.graph))
 
+    def resolved(self) -> dict:
+        """What the defaults became for this run (written to config.yaml):
+        the lr, the schedule, the models that ``auto`` became, the loader."""
+        from ..build import model_name, resolved_schedule
+
+        run, cfg = self.run, self.config
+        out = {"lr": getattr(self, "lr", None), "schedule": resolved_schedule(cfg, run.data)}
+        if out["schedule"] == "multistep":
+            out["milestones"] = cfg.resolved_milestones()
+        out["models"] = {n.name: model_name(n, run.data) for n in run.graph.nodes if not n.is_ensemble}
+        if hasattr(self, "loader_name"):
+            out["loader"] = self.loader_name
+        out.update(total_steps=self.total_steps, periods=self.num_periods)
+        return out
+
     def result(self, last_row: dict) -> dict:
         """What ``fit`` returns (the last period's metrics row by default)."""
         return last_row
