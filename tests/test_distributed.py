@@ -14,7 +14,7 @@ import torch
 from ktgfast.graph import Edge, Gate, Graph, Node
 from ktgfast.train import TrainConfig, Trainer
 from support.data import tiny_data
-from support.dist import free_port, spawn
+from support.processes import free_port, spawn
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -119,7 +119,7 @@ def test_sharded_evaluation_is_exact(tmp_path):
 
 
 def test_eval_shards_cover_every_sample_once():
-    from ktgfast.dist import eval_shard
+    from ktgfast.parallel import eval_shard
 
     for n in (0, 1, 7, 61, 64):
         for world in (1, 2, 3, 5):

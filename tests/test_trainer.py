@@ -30,26 +30,13 @@ from ktgfast.models import build_model, list_models
 from ktgfast.train import NonFiniteLossError, TrainConfig, Trainer
 from ktgfast.train import checkpoint as ckpt
 from ktgfast.train.pretrain import cache_dir, pretrain_key
+from support.data import tiny_data  # conftest's ``data`` fixture is tiny_data()
 
 MLP8 = {"image_size": 8, "hidden": 16}
 CLASSES = 4
 
 
 # ----------------------------------------------------------------- helpers
-def tiny_data(image_size: int = 8, **kw):
-    """192 train / 64 val / 64 test grey images, 4 classes; noisy enough that
-    one epoch does not already give 100 % everywhere."""
-    opts = dict(n_train=256, n_test=64, num_classes=CLASSES, channels=1, image_size=image_size,
-                noise=150.0)
-    opts.update(kw)
-    return get_dataset("synthetic", val_size=64, **opts)
-
-
-@pytest.fixture(scope="module")
-def data():
-    return tiny_data()
-
-
 def make_config(tmp_path, name: str = "run", **kw) -> TrainConfig:
     base = dict(epochs=1, batch_size=32, lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4,
                 schedule="constant", augment="none", tensorboard=False, device="cpu",

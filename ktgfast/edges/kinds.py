@@ -176,8 +176,21 @@ class GateSource:
 GateWeight = Callable[[torch.Tensor, Mapping[str, Any], GateSource], torch.Tensor]
 
 
+class _Parametrised:
+    """Lookups over a kind's ``params`` (gates and coefficient schedules)."""
+
+    params: tuple[Param, ...]
+
+    def param(self, name: str) -> Param | None:
+        return next((p for p in self.params if p.name == name), None)
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self.params)
+
+
 @dataclass(frozen=True)
-class GateKind:
+class GateKind(_Parametrised):
     """One gate.  ``label_passes``: on an edge from the label it is 1 (the
     label is always correct and always confident).  ``per_sample``: it reads
     the source's logits (so it needs the source on the same batch).
@@ -206,13 +219,6 @@ class GateKind:
     search_discrete: bool = False
     search_ssl: bool = False
     text: Callable[[Mapping[str, float]], str] | None = None  # how a summary writes it
-
-    def param(self, name: str) -> Param | None:
-        return next((p for p in self.params if p.name == name), None)
-
-    @property
-    def param_names(self) -> tuple[str, ...]:
-        return tuple(p.name for p in self.params)
 
     def describe(self, params: Mapping[str, float]) -> str:
         return self.text(params) if self.text else self.name
@@ -342,7 +348,7 @@ ScheduleFactor = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 @dataclass(frozen=True)
-class ScheduleKind:
+class ScheduleKind(_Parametrised):
     """One coefficient schedule: ``factor(p, length)`` with ``p`` already
     clamped to [0, 1] and ``length`` a tensor (1 for kinds without one),
     broadcast against each other."""
@@ -352,13 +358,6 @@ class ScheduleKind:
     doc: str
     factor: ScheduleFactor
     params: tuple[Param, ...] = ()
-
-    def param(self, name: str) -> Param | None:
-        return next((p for p in self.params if p.name == name), None)
-
-    @property
-    def param_names(self) -> tuple[str, ...]:
-        return tuple(p.name for p in self.params)
 
     def describe(self, params: Mapping[str, float]) -> str:
         if not self.params:

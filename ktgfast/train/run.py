@@ -31,7 +31,7 @@ from . import resume as resume_rules
 from .build import autocast
 from .config import TrainConfig
 from ..data.fingerprint import data_fingerprint
-from ..dist import DistEnv, all_reduce_sum, eval_shard
+from ..parallel import DistEnv, all_reduce_sum, eval_shard
 from .lowering import EnsembleNode
 from .metrics import MetricsLog
 from .steps import resolve_method, step_class

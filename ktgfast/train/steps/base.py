@@ -17,8 +17,6 @@ The hooks below have neutral defaults; a step overrides the ones it needs.
 """
 from __future__ import annotations
 
-import torch
-
 
 class Step:
     ensembles: dict = {}
@@ -27,6 +25,14 @@ class Step:
     @classmethod
     def method_name(cls) -> str:
         return getattr(cls, "mode", None) or cls.__name__
+
+    @classmethod
+    def require_one_process(cls, run) -> None:
+        """Refuse ``WORLD_SIZE > 1`` for a method without data-parallel support."""
+        if run.dist.enabled:
+            raise ValueError(f"--method {cls.method_name()} runs in one process so far (WORLD_SIZE="
+                             f"{run.dist.world_size}); data-parallel training is available for "
+                             "--method ktg")
 
     def __init__(self, run):
         self.run = run
@@ -91,9 +97,6 @@ class Step:
 
     def load_extra_state(self, state: dict) -> None:
         pass
-
-    def zero_losses(self) -> torch.Tensor:
-        return torch.zeros(len(self.names), device=self.device)
 
 
 __all__ = ["Step"]

@@ -108,10 +108,7 @@ class DistillStep(Step):
 
     @classmethod
     def prepare(cls, run, graph, data, graph_params, options):
-        if run.dist.enabled:
-            raise ValueError(f"--method {cls.method_name()} runs in one process so far (WORLD_SIZE="
-                             f"{run.dist.world_size}); data-parallel training is available for "
-                             "--method ktg")
+        cls.require_one_process(run)
         settings = options.get("settings")
         if not isinstance(settings, DistillSettings):
             raise ValueError("method 'distill' needs settings=DistillSettings(teachers=RUN_DIR, ...)")

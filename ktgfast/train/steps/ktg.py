@@ -14,7 +14,7 @@ import contextlib
 import torch
 
 from ... import ops
-from ...dist import ddp_forward
+from ...parallel import ddp_forward
 from ...edges import AttentionEdgeTable, EdgeTable
 from ...graph import resolve_graph, validate
 from ...ops import gated_edge_loss
@@ -93,7 +93,7 @@ class KTGStep(Step):
         """What the step calls for node ``i``: ``forward_outputs`` (logits,
         attention map, attention-branch logits) where maps or an attention
         branch are needed, else the plain forward; a learning node's through
-        DDP under torchrun (``ktgfast.dist``); compiled on request."""
+        DDP under torchrun (``ktgfast.parallel``); compiled on request."""
         if isinstance(model, EnsembleNode):
             return None
         outputs = self.slots.wants_outputs[i]

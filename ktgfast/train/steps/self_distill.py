@@ -126,10 +126,7 @@ class SelfDistillStep(Step):
 
     @classmethod
     def prepare(cls, run, graph, data, graph_params, options):
-        if run.dist.enabled:
-            raise ValueError(f"--method {cls.method_name()} runs in one process so far (WORLD_SIZE="
-                             f"{run.dist.world_size}); data-parallel training is available for "
-                             "--method ktg")
+        cls.require_one_process(run)
         student, left_out = student_graph(graph_of(graph, graph_params), cls.mode)
         if left_out:
             run._print(f"--method {cls.mode} trains only node {student.target_name!r}; "

@@ -50,6 +50,8 @@ MU = 7  # unlabelled / labelled batch ratio when unlabeled_batch_size is None (F
 
 
 class SemiSupervisedStep(Step):
+    mode = "ssl"
+
     @classmethod
     def prepare(cls, run, graph, data, graph_params, options):
         from ...data.semi import hide_labels, split_labeled
@@ -60,8 +62,7 @@ class SemiSupervisedStep(Step):
             raise ValueError(f"graph {graph.name or '(unnamed)'!r} has edges between nodes but is not "
                              "semi-supervised; set semi_supervised: true to put them on the unlabelled "
                              "batch, or train it without labels_per_class")
-        if run.dist.world_size > 1:
-            raise ValueError("semi-supervised training runs in one process; launch it without torchrun")
+        cls.require_one_process(run)
         data = load_data(run, data)
         seed = cfg.seed if cfg.label_seed is None else cfg.label_seed
         if cfg.labels_per_class is None:  # every image labelled; all of them also unlabelled
