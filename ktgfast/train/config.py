@@ -22,6 +22,9 @@ LOADERS = ("auto", "tensor", "torch", "dali")  # = ktgfast.data.LOADER_CHOICES
 # = ("none", *ktgfast.data.mixup.POLICIES); the superclass ones read superclass maps
 MIXUPS = ("none", "beta", "superclass_beta", "superclass_select")
 SUPERCLASS_MIXUPS = ("superclass_beta", "superclass_select")
+# replicate: the whole graph on every rank (data parallel); spread: each rank runs its own nodes
+# on the same batch (node parallel, docs/distributed.md)
+PLACEMENTS = ("replicate", "spread")
 
 
 # Fields that only some methods read, by group: (the methods, the fields).  A
@@ -32,6 +35,7 @@ METHOD_GROUPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
                                    "iterations", "eval_every", "ema_decay", "randaugment_n",
                                    "randaugment_m", "randaugment_random_magnitude")),
     "mixup": (("ktg",), ("mixup", "mixup_alpha", "superclass_map")),
+    "node-parallel": (("ktg",), ("placement",)),
     "generations": (("self-distill", "ban"), ("generations", "plateau_patience",
                                               "generation_patience", "lr_floor",
                                               "max_epochs_per_generation")),
@@ -78,6 +82,7 @@ class TrainConfig:
     amp: str = "none"
     channels_last: bool = False
     sync_bn: bool = False        # under torchrun: SyncBatchNorm across ranks (CUDA only)
+    placement: str = "replicate"  # under torchrun: replicate (data parallel) | spread (node parallel)
     compile: bool = False
     threads: int | None = None
     # run
@@ -112,7 +117,8 @@ class TrainConfig:
             if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
                 bad(name, "a finite number >= 0")
         choices = {"schedule": SCHEDULES, "amp": AMP_MODES, "augment": AUGMENTS, "pad_mode": PAD_MODES,
-                   "loader": LOADERS, "mixup": MIXUPS}
+                   "loader": LOADERS, "mixup": MIXUPS,
+                   "placement": PLACEMENTS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 bad(name, ", ".join(allowed))
