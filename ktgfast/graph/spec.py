@@ -107,6 +107,9 @@ class Node:
     frozen: bool = False
     weights: str | None = None
     ema_of: str | None = None  # an EMA node: the average of this node's weights (see ssl.py)
+    # The rank that trains this node under ``--placement spread`` (docs/node_parallel.md).
+    # Where the node runs, not what it computes: not part of the graph's identity (key()).
+    rank: int | None = None
 
     def __hash__(self) -> int:
         return hash((self.name, self.model, json.dumps(self.options, sort_keys=True), self.frozen,
@@ -303,6 +306,8 @@ class Graph:
             for k in ("frozen", "weights", "ema_of"):
                 if getattr(n, k) != getattr(Node("x"), k):
                     d[k] = getattr(n, k)
+            if n.rank is not None and not identity:  # placement, not math: outside key()
+                d["rank"] = n.rank
             return d
 
         out = {"name": self.name, "target": self.target_name, "reduction": self.reduction,

@@ -82,6 +82,27 @@ def _check_edge_rampup(graph: Graph, e, w: str) -> None:
                          f"weight by the gate; set rampup: none on this edge, or use gate through")
 
 
+def _check_ranks(graph: Graph) -> None:
+    """The node -> rank map of ``--placement spread`` (docs/node_parallel.md):
+    every model node gives an integer >= 0, or none does; the upper bound (the
+    launch's WORLD_SIZE) is checked when a spread run starts."""
+    given = [i for i, n in enumerate(graph.nodes) if n.rank is not None]
+    if not given:
+        return
+    for i in given:
+        n, w = graph.nodes[i], f"graph.nodes[{i}].rank"
+        if n.is_ensemble:
+            raise GraphError(f"{w}: {n.rank!r} on ensemble node {n.name!r}; an ensemble is computed on "
+                             "every rank from its members' logits, drop its rank")
+        if isinstance(n.rank, bool) or not isinstance(n.rank, int) or n.rank < 0:
+            raise GraphError(f"{w}: {n.rank!r} for node {n.name!r}; allowed: an integer >= 0 (the rank "
+                             "that trains the node under --placement spread)")
+    for i, n in enumerate(graph.nodes):
+        if n.rank is None and not n.is_ensemble:
+            raise GraphError(f"graph.nodes[{i}].rank: missing for node {n.name!r} while other nodes "
+                             "give one; give every model node a rank, or none (round-robin)")
+
+
 def validate(graph: Graph, known_models=None) -> Graph:
     """Check a graph; returns it unchanged or raises :class:`GraphError`.
 
@@ -108,6 +129,7 @@ def validate(graph: Graph, known_models=None) -> Graph:
             )
         if not isinstance(n.options, dict):
             raise GraphError(f"{w}.options: expected a mapping, got {n.options!r}")
+    _check_ranks(graph)
     if graph.attention_pull not in PULL_NORMS:
         raise GraphError(f"graph.attention_pull: {graph.attention_pull!r}; allowed: {', '.join(PULL_NORMS)}")
     if graph.crop_sizes is not None and (not graph.crop_sizes or not all(

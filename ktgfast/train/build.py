@@ -68,9 +68,11 @@ def make_augment(c: TrainConfig, data):
     return Augment(pad=c.pad, pad_mode=c.pad_mode, crop=True, flip=mode == "crop_flip")
 
 
-def make_train_loader(run):
+def make_train_loader(run, rank: int | None = None, world_size: int | None = None):
     """``(name, loader)``: the shuffled, augmented training batches ``(x, y, idx)``
-    of ``run.data.train`` (sharded by rank, ``drop_last``)."""
+    of ``run.data.train`` (``drop_last``), shard ``rank`` of ``world_size``
+    (default: the process's rank of the launch; node parallel passes its data
+    replica, so the ranks of one replica see the same batches)."""
     from ..data.loaders import make_loader, resolve_loader
 
     cfg, data = run.config, run.data
@@ -79,7 +81,8 @@ def make_train_loader(run):
     loader = make_loader(
         name, data.train, cfg.batch_size, device=run.device, dataset=data, shuffle=True,
         drop_last=True, augment=make_augment(cfg, data), mean=data.mean, std=data.std,
-        seed=cfg.seed, rank=run.dist.rank, world_size=run.dist.world_size)
+        seed=cfg.seed, rank=run.dist.rank if rank is None else rank,
+        world_size=run.dist.world_size if world_size is None else world_size)
     if len(loader) == 0:
         raise ValueError(f"batch_size {cfg.batch_size} is larger than the training split "
                          f"({len(data.train.labels)} samples); no step would run")

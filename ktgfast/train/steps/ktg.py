@@ -43,9 +43,31 @@ def graph_of(graph, graph_params: dict):
     return validate(graph, known_models=model_options)
 
 
+# config.placement -> the step class that runs it ("module:class"; docs/node_parallel.md)
+PLACEMENT_STEPS = {"replicate": "ktgfast.train.steps.ktg:KTGStep",
+                   "spread": "ktgfast.train.steps.spread:SpreadStep"}
+
+
+def placement_class(config):
+    import importlib
+
+    module, name = PLACEMENT_STEPS[config.placement].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
 class KTGStep(Step):
+    def __new__(cls, run, **options):
+        # --method ktg is one name for both placements: the loop builds KTGStep,
+        # which becomes the placement's strategy (replicate: this class).
+        if cls is KTGStep:
+            cls = placement_class(run.config)
+        return super().__new__(cls)
+
     @classmethod
     def prepare(cls, run, graph, data, graph_params, options):
+        strategy = placement_class(run.config)
+        if cls is KTGStep and strategy is not KTGStep:
+            return strategy.prepare(run, graph, data, graph_params, options)
         return graph_of(graph, graph_params), load_data(run, data)
 
     def __init__(self, run):
@@ -70,7 +92,7 @@ class KTGStep(Step):
         self.slot_owner = torch.tensor(self.slots.owner, dtype=torch.long, device=self.device)
         self.mixed_edges = (MixedTargetEdges(self.slots.edge_specs, self.slots.count, self.device)
                             if self.mixup is not None else None)
-        self.loader_name, self.train_loader = make_train_loader(run)
+        self.loader_name, self.train_loader = make_train_loader(run, *self.data_shard())
         self.steps_per_epoch = len(self.train_loader)
         self.num_periods = cfg.epochs
         self.total_steps = self.steps_per_epoch * cfg.epochs
@@ -87,7 +109,12 @@ class KTGStep(Step):
         smap = (resolve_superclass_map(run.data, cfg.superclass_map, cfg.mixup)
                 if POLICIES[cfg.mixup].uses_superclasses else None)
         return Mixup(cfg.mixup, alpha=cfg.mixup_alpha, superclass_map=smap, seed=cfg.seed,
-                     rank=run.dist.rank, device=run.device)
+                     rank=self.data_shard()[0], device=run.device)
+
+    def data_shard(self) -> tuple[int, int]:
+        """``(shard, shards)`` of the training batches this rank sees: under
+        torchrun its rank of WORLD_SIZE (data parallel)."""
+        return self.run.dist.rank, self.run.dist.world_size
 
     def _forward_fn(self, model, i: int):
         """What the step calls for node ``i``: ``forward_outputs`` (logits,
@@ -176,4 +203,4 @@ class KTGStep(Step):
         return node_loss.detach()
 
 
-__all__ = ["KTGStep", "graph_of", "load_data"]
+__all__ = ["KTGStep", "PLACEMENT_STEPS", "graph_of", "load_data", "placement_class"]
