@@ -864,9 +864,12 @@ def test_sqlite_with_two_workers_is_refused(tmp_path, built_trainers, capsys):
 
 def test_postgres_url_errors_hide_the_password():
     pytest.importorskip("psycopg2", reason="psycopg2 is not installed")
-    with pytest.raises(ValueError, match="cannot open storage") as exc:
-        open_storage(f"postgresql+psycopg2://ktg:s3cret@127.0.0.1:{_free_port()}/ktg")
-    assert "s3cret" not in str(exc.value) and "Connection refused" in str(exc.value)
+    url = f"postgresql+psycopg2://ktg:s3cret@127.0.0.1:{_free_port()}/ktg"
+    with pytest.raises(ValueError, match="cannot connect") as exc:
+        open_storage(url)
+    msg = str(exc.value)
+    assert "s3cret" not in msg and "Connection refused" in msg and describe(url) in msg
+    assert "\n" not in msg and "allowed: journal:PATH" in msg
 
 
 # ----------------------------------------------------------------- PostgreSQL

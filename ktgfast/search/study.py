@@ -12,18 +12,28 @@ validation split is carved from the training data); ``retrain`` then trains
 the best graph on the full training data and reports test accuracy.
 
 Workers are processes that share the study through its storage.  Each takes
-the next trial under a lock file in the study folder, so the number of trials
-is exact on one machine (across machines it may overshoot by at most the
-number of machines minus one).
+the next trial under a lock file beside the storage (``storage.study_lock``),
+so the number of trials is exact on one machine (across machines it may
+overshoot by at most the number of machines minus one).
+
+``--trials N`` is the study's budget, not one command's: a command runs trials
+until the study holds N (finished or running, retried dead ones not counted).
+A second command on a live journal or PostgreSQL study joins it as more
+workers and runs only what is left; on SQLite (one worker at a time) it is
+refused.  A trial whose worker died (``storage.why_dead``: its lease is free,
+or its PostgreSQL heartbeat is stale) is failed and queued again, by any
+worker before it asks for a trial and by every command before it ends, so a
+command never ends with a RUNNING trial that has no worker.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import fcntl
 import json
+import math
 import multiprocessing as mp
 import os
+import signal
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -38,9 +48,13 @@ from ..data.split import concat_splits
 from ..graph import GraphError, validate
 from ..models import model_options
 from ..train import NonFiniteLossError, TrainConfig, Trainer
-from .report import StudyResult, format_table, leaderboard, summary, write_outputs
+from ..train.checkpoint import atomic_write_text
+from . import storage as kstorage
+from .report import StudyResult, format_table, leaderboard, score, summary, write_outputs
 from .space import SearchSpace, load_space
-from .storage import RETRY_OF, describe, open_storage, resolve_url
+from .storage import (RETRY_OF, WORKER, WorkerLease, check_url, describe, kind_of, live_leases,
+                      open_storage, remove_dead_leases, resolve_url, retry_dead_trial,
+                      stale_heartbeats, study_lock, why_dead, workers_dir)
 
 FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 COUNTED = FINISHED + (TrialState.RUNNING,)  # WAITING ones (retries, enqueued) run first
@@ -134,15 +148,49 @@ def counted_trials(study: optuna.Study) -> int:
                and not (t.state == TrialState.FAIL and t.number in retried))
 
 
-@contextlib.contextmanager
-def study_lock(study_dir: Path):
-    study_dir.mkdir(parents=True, exist_ok=True)
-    with open(study_dir / ".lock", "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
+def study_url(settings: SearchSettings) -> str:
+    return resolve_url(settings.storage, settings.study_dir())
+
+
+def lease_dir(settings: SearchSettings) -> Path:
+    """Where this study's local workers keep their leases and their lock."""
+    return workers_dir(study_url(settings), settings.study_dir()) or settings.study_dir() / "workers"
+
+
+def recover_dead(study: optuna.Study, url: str, study_dir: Path | None = None) -> list[tuple]:
+    """Fail every RUNNING trial whose worker is gone (``storage.why_dead``) and
+    queue it again; ``[(number, why, retry chain or None), ...]``.  Call under
+    ``study_lock`` of the storage's workers folder."""
+    kind = kind_of(url)
+    folder = workers_dir(url, study_dir)
+    stale = stale_heartbeats(study)
+    found = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        why = why_dead(t, kind, folder, stale)
+        if why is None:
+            continue
+        try:  # another machine may fail it first (PostgreSQL): only the winner retries
+            study._storage.set_trial_user_attr(t._trial_id, "error", f"worker gone: {why}")
+            if not study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL):
+                continue
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+        found.append((t.number, why, retry_dead_trial(study, t)))
+    remove_dead_leases(folder)
+    return found
+
+
+def recover_stale(study: optuna.Study, url: str, study_dir: Path | None = None) -> int:
+    """:func:`recover_dead` under the lock; the number of trials recovered."""
+    folder = workers_dir(url, study_dir)
+    with study_lock(folder) if folder is not None else contextlib.nullcontext():
+        return len(recover_dead(study, url, study_dir))
+
+
+def _say_recovered(found: list[tuple], when: str) -> None:
+    for number, why, chain in found:
+        again = "queued again" if chain else f"not retried (retried {kstorage.MAX_RETRY} times already)"
+        print(f"trial {number}: RUNNING but {why} ({when}); marked FAIL, {again}", flush=True)
 
 
 def _heartbeat(trial: optuna.Trial, study: optuna.Study):
@@ -218,51 +266,82 @@ def run_worker(settings: SearchSettings, index: int, device: str, threads: int |
     study.sampler = make_sampler(settings.sampler,
                                  settings.seed * 1000 + index + 7919 * counted_trials(study))
     objective = Objective(settings, space, view, device)
-    try:  # PostgreSQL: heartbeats on; the journal: none (recovered on resume)
-        from optuna.storages._heartbeat import is_heartbeat_enabled
-
-        heartbeat = is_heartbeat_enabled(study._storage)
-    except ImportError:  # pragma: no cover - future Optuna
-        heartbeat = False
+    url, folder = study_url(settings), lease_dir(settings)
     done = 0
-    while True:
-        with study_lock(settings.study_dir()):
-            if heartbeat:  # fail (and queue retries of) dead workers' trials
-                optuna.storages.fail_stale_trials(study)
-            if counted_trials(study) >= settings.trials:
-                return done
-            trial = study.ask()
-        with _heartbeat(trial, study):
-            try:
-                value = objective(trial)
-                study.tell(trial, value)
-            except optuna.TrialPruned:
-                study.tell(trial, state=TrialState.PRUNED)
-            except NonFiniteLossError as exc:
-                trial.set_user_attr("error", str(exc))
-                study.tell(trial, state=TrialState.FAIL)
-            except BaseException as exc:  # a crash: record it, never leave RUNNING
-                trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
-                study.tell(trial, state=TrialState.FAIL)
-                raise
-        done += 1
+    with WorkerLease(folder) as lease:
+        while True:
+            with study_lock(folder):
+                _say_recovered(recover_dead(study, url, settings.study_dir()), "found by a worker")
+                if counted_trials(study) >= settings.trials:
+                    return done
+                trial = study.ask()
+                # Recorded under the lock: whoever judges workers sees it or the ask.
+                study._storage.set_trial_system_attr(trial._trial_id, WORKER, lease.record())
+            with _heartbeat(trial, study):
+                try:
+                    value = objective(trial)
+                    study.tell(trial, value)
+                except optuna.TrialPruned:
+                    study.tell(trial, state=TrialState.PRUNED)
+                except NonFiniteLossError as exc:
+                    trial.set_user_attr("error", str(exc))
+                    study.tell(trial, state=TrialState.FAIL)
+                except BaseException as exc:  # a crash: record it, never leave RUNNING
+                    trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
+                    study.tell(trial, state=TrialState.FAIL)
+                    raise
+            done += 1
+            print(trial_line(study, trial.number, settings.trials,
+                             max(settings.workers, len(live_leases(folder)))), flush=True)
 
 
 def _worker_entry(settings_dict: dict, index: int, device: str, threads: int | None) -> None:
     run_worker(SearchSettings(**settings_dict), index, device, threads)
 
 
-def recover_stale(study: optuna.Study, url: str) -> int:
-    """Before local workers start, RUNNING trials in a journal are leftovers of a
-    killed run: mark them FAIL (PostgreSQL does this by heartbeat)."""
-    if not url.startswith("journal:"):
-        optuna.storages.fail_stale_trials(study)
-        return 0
-    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-    for t in stale:
-        study._storage.set_trial_user_attr(t._trial_id, "error", "worker died (recovered on resume)")
-        study._storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
-    return len(stale)
+# ------------------------------------------------------------------ talking
+def _duration(seconds: float) -> str:
+    s = int(round(seconds))
+    h, rest = divmod(s, 3600)
+    m, sec = divmod(rest, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{sec:02d}s" if m else f"{sec}s"
+
+
+def _outcome(t) -> str:
+    a, sc = t.user_attrs, score(t)
+    if "rejected" in a:
+        return f"rejected ({a['rejected']})"
+    if "duplicate_of" in a:
+        twin = f"duplicate of trial {a['duplicate_of']}"
+        return f"{sc:.2f}% {twin}" if t.state == TrialState.COMPLETE else f"{twin} (not trained)"
+    if t.state == TrialState.FAIL:
+        return f"FAILED ({a.get('error', 'no error recorded')})"
+    if t.state == TrialState.PRUNED:
+        epoch = a.get("stopped_at", t.last_step)
+        rung = int(math.log2(epoch)) if epoch else 0
+        return f"{sc:.2f}% pruned at rung {rung} (epoch {epoch})"
+    return f"{sc:.2f}% complete ({t.last_step} epochs)"
+
+
+def trial_line(study: optuna.Study, number: int, budget: int, workers: int) -> str:
+    """One finished trial: number, graph digest, score and where it stopped,
+    the running best, and an ETA (the mean wall time of finished trials times
+    the trials left of the budget, over the live workers)."""
+    trials = study.get_trials(deepcopy=False)
+    t = trials[number]
+    scored = [x for x in trials if x.state in (TrialState.COMPLETE, TrialState.PRUNED)
+              and score(x) is not None]
+    best = max(scored, key=lambda x: (score(x), -x.number), default=None)
+    retried = {x.system_attrs.get(RETRY_OF) for x in trials} - {None}
+    finished = [x for x in trials if x.state in FINISHED
+                and not (x.state == TrialState.FAIL and x.number in retried)]
+    walls = [x.duration.total_seconds() for x in finished if x.duration is not None]
+    left = max(budget - len(finished), 0)
+    eta = "done" if not left else (f"ETA {_duration(left * statistics.fmean(walls) / max(workers, 1))}"
+                                   if walls else "ETA unknown")
+    head = f"trial {number} {t.user_attrs.get('graph_key', '-')}: {_outcome(t)}"
+    top = f"best {score(best):.2f}% (trial {best.number})" if best is not None else "best -"
+    return f"{head} | {top} | {len(finished)}/{budget} finished, {eta}"
 
 
 def _check_study_settings(study: optuna.Study, settings: SearchSettings) -> None:
@@ -292,31 +371,61 @@ def _check_study_folder(study: optuna.Study, settings: SearchSettings) -> None:
 
 
 def search(space: str, data: str, **kwargs) -> StudyResult:
-    """Run (or resume) a search; returns the leaderboard's summary.
+    """Run (or resume, or join) a search; returns the leaderboard's summary.
 
     ``ktgfast.search.search("ktg-4gates-3nodes", "mnist5k", trials=40, epochs=8, workers=2)``
     """
     settings = SearchSettings(space=space, data=data, **kwargs).validate()
+    url = study_url(settings)
+    kind = check_url(url, settings.workers)  # a bad URL is refused before the data is read
     load_space(settings.space)  # fail early on a bad space
     search_view(kdata.get_dataset(settings.data, root=settings.data_root, seed=0), settings.val_size,
                 settings.seed)  # fail early on bad data / missing val split
     TrainConfig().merged(settings.config)  # fail early on bad overrides
-    url = resolve_url(settings.storage, settings.study_dir())
-    study = open_study(settings)
+    study = open_study(settings)  # creates the journal / connects: refused here if it cannot
     _check_study_folder(study, settings)
     _check_study_settings(study, settings)
-    recovered = recover_stale(study, url)
-    settings.study_dir().mkdir(parents=True, exist_ok=True)
-    (settings.study_dir() / "settings.json").write_text(json.dumps(dataclasses.asdict(settings), indent=1))
-    before = counted_trials(study)
-    print(f"study {settings.study_name()!r} in {describe(url)}: {before}/{settings.trials} trials "
-          f"done{f', {recovered} stale trials marked FAIL' if recovered else ''}; "
-          f"{settings.workers} worker(s)", flush=True)
+    folder = lease_dir(settings)
+    with study_lock(folder):
+        others = live_leases(folder)
+        if others and not kind.joinable:
+            raise ValueError(
+                f"study {settings.study_name()!r} in {describe(url)} is being searched by "
+                f"{len(others)} live worker(s) ({', '.join(others)}); {kind.name} allows one worker at "
+                "a time: wait for it to finish, or search side by side on the default journal "
+                "(omit --storage) or postgresql://...")
+        recovered = recover_dead(study, url, settings.study_dir())
+        atomic_write_text(json.dumps(dataclasses.asdict(settings), indent=1),
+                          settings.study_dir() / "settings.json")
+        trials = study.get_trials(deepcopy=False)
+        running = [t.number for t in trials if t.state == TrialState.RUNNING]
+        before = counted_trials(study)
+    _say_recovered(recovered, "left by an earlier command")
+    joined = (f"; joining {len(others)} live worker(s) running trial(s) "
+              f"{', '.join(map(str, running)) or 'none yet'}" if others else "")
+    left = max(settings.trials - before, 0)
+    print(f"study {settings.study_name()!r} in {describe(url)}: {before - len(running)}/{settings.trials} "
+          f"trials done{joined}; this command runs {left} more (--trials counts the whole study) "
+          f"with {settings.workers} worker(s)", flush=True)
     t0 = time.perf_counter()
-    if before < settings.trials:
-        _run_workers(settings)
+    for _ in range(kstorage.MAX_RETRY + 1):  # retries of dead workers' trials may need another round
+        left = settings.trials - counted_trials(study)
+        if left > 0:  # no more workers than trials left (a retry round usually needs one)
+            _run_workers(dataclasses.replace(settings, workers=min(settings.workers, left)),
+                         offset=len(others))
+        with study_lock(folder):
+            found = recover_dead(study, url, settings.study_dir())
+        _say_recovered(found, "found at the end of this command")
+        if not found:
+            break
     wall = time.perf_counter() - t0
-    result = write_outputs(open_study(settings), settings)
+    with study_lock(folder):  # two commands ending together write the outputs in turn
+        final = open_study(settings)
+        result = write_outputs(final, settings)
+        live = [t.number for t in final.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
+    if live:
+        print(f"trial(s) {', '.join(map(str, live))} still running in live workers of another command; "
+              "the study is complete when they finish", flush=True)
     result.wall_s = wall
     return result
 
@@ -325,15 +434,25 @@ def _device_name(d: str) -> str:
     return f"cuda:{d}" if d.isdigit() else d
 
 
-def _run_workers(settings: SearchSettings) -> None:
+def _exit_reason(code: int | None) -> str:
+    if code is not None and code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+    return f"exit code {code}"
+
+
+def _run_workers(settings: SearchSettings, offset: int = 0) -> None:
+    """This command's workers; ``offset`` (live workers of other commands)
+    shifts their indices, hence their samplers' seeds."""
     devices = [_device_name(d) for d in settings.devices] if settings.devices else ["cpu"] * settings.workers
     cpu = all(d == "cpu" for d in devices)
     threads = max(1, (os.cpu_count() or 1) // settings.workers) if cpu else None
     if settings.workers == 1:
-        run_worker(settings, 0, devices[0], threads)
+        run_worker(settings, offset, devices[0], threads)
         return
     ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_worker_entry, args=(dataclasses.asdict(settings), i, devices[i], threads),
+    procs = [ctx.Process(target=_worker_entry,
+                         args=(dataclasses.asdict(settings), offset + i, devices[i], threads),
                          name=f"ktgfast-search-{i}") for i in range(settings.workers)]
     for p in procs:
         p.start()
@@ -344,10 +463,10 @@ def _run_workers(settings: SearchSettings) -> None:
         for p in procs:
             p.terminate()
         raise
-    bad = [p.name for p in procs if p.exitcode not in (0, None)]
+    bad = [f"{p.name} ({_exit_reason(p.exitcode)})" for p in procs if p.exitcode not in (0, None)]
     if bad:
-        print(f"warning: worker(s) {', '.join(bad)} exited abnormally; finished trials are kept, "
-              "rerun the same command to complete the study", flush=True)
+        print(f"warning: worker(s) {', '.join(bad)} exited abnormally; finished trials are kept and "
+              "trials left RUNNING are failed and queued again", flush=True)
 
 
 def retrain(result: StudyResult, settings: SearchSettings, seeds: int = 1,
@@ -380,7 +499,9 @@ def retrain(result: StudyResult, settings: SearchSettings, seeds: int = 1,
 
 
 def status(study_name: str, out: str = "searches", storage: str | None = None) -> dict:
-    """Print and return the state of a running or finished study."""
+    """Print and return the state of a running or finished study.  A RUNNING
+    trial whose worker is gone (lease free, heartbeat stale) is shown as
+    ORPHANED, with why, and counted in ``orphaned``, not in ``running``."""
     settings = SearchSettings(space=study_name, data="", study=study_name, out=out, storage=storage)
     saved = settings.study_dir() / "settings.json"
     if storage is None and not saved.exists():
@@ -388,13 +509,37 @@ def status(study_name: str, out: str = "searches", storage: str | None = None) -
                          "pass --out or --storage")
     if saved.exists() and storage is None:
         settings.storage = json.loads(saved.read_text()).get("storage")
-    url = resolve_url(settings.storage, settings.study_dir())
+    url = study_url(settings)
+    kind = check_url(url)
+    if kind.name == "journal" and not kstorage.journal_path(url).exists():
+        raise ValueError(f"storage {describe(url)!r}: no such journal file, so no study "
+                         f"{study_name!r}; pass the --storage the search used")
     try:
         study = optuna.load_study(study_name=study_name, storage=open_storage(url))
     except KeyError:
         raise ValueError(f"storage {describe(url)} has no study {study_name!r}") from None
+    folder = workers_dir(url, settings.study_dir())
+    locked = study_lock(folder) if folder is not None and folder.is_dir() else contextlib.nullcontext()
+    with locked:  # judged as the workers judge (an ask and its record are one step)
+        stale = stale_heartbeats(study)
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        gone = {t.number: why_dead(t, kind, folder, stale) for t in running}
     s = summary(study)
     rows = leaderboard(study)
+    orphaned = sum(why is not None for why in gone.values())
+    s = {**{k: v for k, v in s.items() if k != "duplicates"}, "running": s["running"] - orphaned,
+         "orphaned": orphaned, "duplicates": s["duplicates"]}
+    for r in rows:
+        if gone.get(r["number"]):
+            r["state"] = "ORPHANED"
     print(format_table(rows))
+    for t in running:
+        rec = t.system_attrs.get(WORKER)
+        where = f" (process {rec['pid']} on {rec['host']})" if rec else ""
+        if gone[t.number]:
+            print(f"trial {t.number}: ORPHANED, RUNNING in the storage but {gone[t.number]}; the next "
+                  "`ktgfast search` on this study fails it and queues it again")
+        else:
+            print(f"trial {t.number}: running{where}, at epoch {t.last_step or 0}")
     print(" ".join(f"{k}={v}" for k, v in s.items()))
-    return {"summary": s, "leaderboard": rows}
+    return {"summary": s, "leaderboard": rows, "orphaned": {n: w for n, w in gone.items() if w}}

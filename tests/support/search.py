@@ -17,12 +17,19 @@ Test-only knobs read from the environment in such a child (monkeypatches of
 module attributes, no source file is touched).  They make a test wait for
 events, never for a guessed time:
 
-- ``KTGFAST_TEST_HANG=PATH``: at the first training epoch of a trial this
-  process writes the trial's folder name (``00003``) to PATH, then blocks
-  until it is killed (a worker reliably killed mid-trial);
+- ``KTGFAST_TEST_HANG=PATH``: the first process of the run to reach the
+  first training epoch of a trial (claimed through ``PATH.claim``, so with
+  several workers exactly one) writes its pid to ``PATH.pid``, then the
+  trial's folder name (``00003``) to PATH, then blocks until it is killed (a
+  worker reliably killed mid-trial); the other processes go on;
+- ``KTGFAST_TEST_PAUSE=PATH``: at the first training epoch of a trial this
+  process writes its pid to ``PATH.pid`` and the trial's folder name to PATH,
+  then waits until ``PATH.go`` exists (a live worker held inside a trial);
 - ``KTGFAST_TEST_AWAIT=PATH``: before the first training epoch of a trial this
   process waits until PATH exists (so it is inside a trial while another
   process reaches its own ``KTGFAST_TEST_HANG``);
+- ``KTGFAST_TEST_DONE=DIR``: every search worker writes ``DIR/done-PID`` when
+  it returns or raises (a test knows it has ended);
 - ``KTGFAST_TEST_BARRIER=DIR:N``: every search worker (process) of the run
   signs in to DIR at the first training epoch of a trial, or when it ends,
   whichever comes first, and then waits until N have signed in: with N workers
@@ -199,17 +206,33 @@ class _Barrier:
 _first_epoch_seen = False
 
 
+def _claim(path: str) -> bool:
+    """True for the one process that creates ``path`` first."""
+    try:
+        os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+    except FileExistsError:
+        return False
+    return True
+
+
 def _before_first_epoch(config, barrier: _Barrier | None) -> None:
     """The knobs acting at the first training epoch of a trial in this process."""
+    hang = os.environ.get("KTGFAST_TEST_HANG")
+    if hang and _claim(f"{hang}.claim"):
+        write_atomic(f"{hang}.pid", str(os.getpid()))
+        write_atomic(hang, Path(config.out).name)
+        _block_until_killed()
     if os.environ.get("KTGFAST_TEST_AWAIT"):
         mark = Path(os.environ["KTGFAST_TEST_AWAIT"])
         wait_for(mark.exists, f"marker {mark}")
     if barrier is not None:
         barrier.sign_in()
         barrier.wait()
-    if os.environ.get("KTGFAST_TEST_HANG"):
-        write_atomic(os.environ["KTGFAST_TEST_HANG"], Path(config.out).name)
-        _block_until_killed()
+    pause = os.environ.get("KTGFAST_TEST_PAUSE")
+    if pause:
+        write_atomic(f"{pause}.pid", str(os.getpid()))
+        write_atomic(pause, Path(config.out).name)
+        wait_for(Path(f"{pause}.go").exists, f"marker {pause}.go")
 
 
 def _apply_test_knobs() -> None:
@@ -228,6 +251,10 @@ def _apply_test_knobs() -> None:
         finally:  # a worker that trained nothing does not keep the others waiting
             if barrier is not None:
                 barrier.sign_in()
+            if os.environ.get("KTGFAST_TEST_DONE"):
+                done = Path(os.environ["KTGFAST_TEST_DONE"])
+                done.mkdir(parents=True, exist_ok=True)
+                write_atomic(done / f"done-{os.getpid()}", "")
 
     study.run_worker = one_thread_worker
     if os.environ.get("KTGFAST_TEST_HEARTBEAT_S"):
@@ -235,7 +262,7 @@ def _apply_test_knobs() -> None:
     if os.environ.get("KTGFAST_TEST_GRACE_S"):
         storage.GRACE_S = int(os.environ["KTGFAST_TEST_GRACE_S"])
     if not any(os.environ.get(k) for k in ("KTGFAST_TEST_AWAIT", "KTGFAST_TEST_BARRIER",
-                                           "KTGFAST_TEST_HANG")):
+                                           "KTGFAST_TEST_HANG", "KTGFAST_TEST_PAUSE")):
         return
     make_trainer = study.Trainer  # what the search's objective builds for a trial
 
