@@ -221,9 +221,12 @@ def test_spread_fit_checkpoints_and_resumes_like_one_process(tmp_path):
     out = str(tmp_path / "spread")
     spawn(_fit, 2, out, 1, False)
     spawn(_fit, 2, out, 2, True)
-    single = Trainer(graph(), data(), config(str(tmp_path / "single"), "replicate", epochs=2,
-                                             augment="crop_flip"))
-    single.fit()
+    # the same in one process (epochs 1, then a resume to 2: a linear gate's progress
+    # follows the budget of each launch)
+    for epochs, resume in ((1, False), (2, True)):
+        single = Trainer(graph(), data(), config(str(tmp_path / "single"), "replicate", epochs=epochs,
+                                                 augment="crop_flip"), resume=resume)
+        single.fit()
     state = torch.load(os.path.join(out, "checkpoint.pt"), weights_only=False)
     assert state["epoch"] == 2 and len(state["models"]) == 4
     assert_states_close(state["models"], [m.state_dict() for m in single.models], "checkpoint")
