@@ -1,7 +1,9 @@
 """Data-parallel graph training under torch.distributed (gloo on CPU, real
 processes): DDP on every learning node equals one process on the global
-batch; torchrun trains a graph from the CLI; methods that do not support it
-yet refuse clearly."""
+batch; torchrun trains a graph from the CLI; sharded evaluation is exact;
+checkpoints hold every rank's RNG state and a 2-rank resume is exact.  The
+other methods: tests/test_distributed_methods.py; killed ranks, restarts and
+two-node launches: tests/test_distributed_faults.py."""
 from __future__ import annotations
 
 import os
@@ -74,17 +76,6 @@ def test_two_rank_ddp_equals_one_process_on_the_global_batch(tmp_path):
     assert any(not torch.equal(fresh.models[0].state_dict()[k], want[0][k]) for k in want[0])
 
 
-def _refuses(rank, world, out_dir, method):
-    with pytest.raises(ValueError, match="runs in one process|data-parallel training is available"):
-        Trainer("vanilla", tiny_data(), config(os.path.join(out_dir, f"r{rank}"), 16), method=method)
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("method", ["self-distill", "ssl"])
-def test_methods_without_ddp_refuse_under_torchrun(tmp_path, method):
-    spawn(_refuses, 2, str(tmp_path), method)
-
-
 @pytest.mark.slow
 def test_torchrun_trains_a_graph_from_the_cli(tmp_path):
     out = tmp_path / "run"
@@ -119,7 +110,7 @@ def test_sharded_evaluation_is_exact(tmp_path):
 
 
 def test_eval_shards_cover_every_sample_once():
-    from ktgfast.parallel import eval_shard
+    from ktgfast.parallel.eval import eval_shard
 
     for n in (0, 1, 7, 61, 64):
         for world in (1, 2, 3, 5):

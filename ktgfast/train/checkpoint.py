@@ -1,6 +1,7 @@
 """Checkpoints written atomically (temp file + rename), so a crash mid-write
 never replaces the last good checkpoint, and the RNG states that make a resumed
-run continue bitwise-identically."""
+run continue bitwise-identically (under torchrun: one per rank, gathered to
+rank 0, which writes the checkpoint)."""
 from __future__ import annotations
 
 import os
@@ -60,3 +61,17 @@ def set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def gather_rng_states(world_size: int) -> list[dict]:
+    """Every rank's :func:`rng_state`, in rank order (``all_gather_object``
+    under torchrun: a collective every rank must call; on one process a list
+    of one)."""
+    state = rng_state()
+    if world_size <= 1:
+        return [state]
+    import torch.distributed as dist
+
+    out: list = [None] * world_size
+    dist.all_gather_object(out, state)
+    return out

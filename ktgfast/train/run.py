@@ -31,7 +31,9 @@ from . import resume as resume_rules
 from .build import autocast
 from .config import TrainConfig
 from ..data.fingerprint import data_fingerprint
-from ..parallel import DistEnv, all_reduce_sum, eval_shard
+from ..parallel.ddp import sync_buffers
+from ..parallel.env import DistEnv
+from ..parallel.eval import all_reduce_sum, eval_shard
 from .lowering import EnsembleNode
 from .metrics import MetricsLog
 from .steps import resolve_method, step_class
@@ -251,6 +253,12 @@ class Trainer:
             bar.close()
         train_time = time.perf_counter() - t0
         step.end_training_period()
+        if self.dist.enabled:
+            # One model on every rank before evaluation and the checkpoint: the
+            # BatchNorm statistics become rank 0's (docs/distributed.md), the
+            # losses of the metrics the mean over ranks.
+            sync_buffers(step.models)
+            all_reduce_sum(losses.sum, self.dist.world_size).div_(self.dist.world_size)
         self.epoch = period
         row = {"epoch": period, "step": int(self.step_t.item()), "time_s": round(train_time, 3),
                "images_per_s": round(done * step.images_per_step / train_time, 1), "lr": lr}
@@ -274,14 +282,17 @@ class Trainer:
         return row
 
     def _check_finite(self, losses: EpochLosses, period: int) -> None:
-        if bool(losses.finite.all()):
+        finite, first_bad = losses.finite, losses.first_bad
+        if self.dist.enabled:  # every rank stops at the same step, naming the same nodes
+            finite, first_bad = _agree_finite(finite, first_bad)
+        if bool(finite.all()):
             return
-        bad = [n for n, ok in zip(self.step.names, losses.finite.tolist()) if not ok]
+        bad = [n for n, ok in zip(self.step.names, finite.tolist()) if not ok]
         last = self.run_dir / "checkpoint.pt"
         kept = f"the last good checkpoint {str(last)!r} (epoch {self.epoch}) is kept" if last.exists() \
             else "no checkpoint was written yet"
         raise NonFiniteLossError(
-            f"loss of node {', '.join(map(repr, bad))} became NaN/Inf at step {int(losses.first_bad.item())} "
+            f"loss of node {', '.join(map(repr, bad))} became NaN/Inf at step {int(first_bad.item())} "
             f"(epoch {period}); {kept}. Lower the learning rate, check the data, or use amp=none.")
 
     @torch.no_grad()
@@ -327,7 +338,9 @@ class Trainer:
         return out
 
     # ------------------------------------------------------------- checkpoints
-    def state_dict(self) -> dict:
+    def state_dict(self, rng_ranks: list | None = None) -> dict:
+        """The checkpoint.  ``rng_ranks``: every rank's RNG state, in rank order
+        (gathered by :meth:`_save_checkpoint`; default: this process's)."""
         step = self.step
         return {
             "epoch": self.epoch,
@@ -338,6 +351,7 @@ class Trainer:
             "schedulers": [s.state_dict() for s in step.schedulers],
             "scaler": self.scaler.state_dict(),
             "rng": ckpt.rng_state(),
+            "rng_ranks": rng_ranks if rng_ranks is not None else [ckpt.rng_state()],
             "graph_key": self.graph.key(),
             "world_size": self.dist.world_size,
             "config": self.config.to_dict(),
@@ -348,8 +362,11 @@ class Trainer:
         }
 
     def _save_checkpoint(self) -> None:
-        if self.is_main and self.config.checkpoint:
-            ckpt.atomic_save(self.state_dict(), self.run_dir / "checkpoint.pt")
+        if not self.config.checkpoint:
+            return
+        rngs = ckpt.gather_rng_states(self.dist.world_size)  # a collective under torchrun
+        if self.is_main:
+            ckpt.atomic_save(self.state_dict(rngs), self.run_dir / "checkpoint.pt")
 
     def _data_id(self) -> dict:
         return {"name": self.data.name, "fingerprint": data_fingerprint(self.data.train)}
@@ -385,7 +402,9 @@ class Trainer:
             sch.load_state_dict(s)
         step.load_extra_state(state)
         self.scaler.load_state_dict(state["scaler"])
-        ckpt.set_rng_state(state["rng"])
+        # Each rank continues its own random streams (one saved per rank).
+        rngs = state.get("rng_ranks") or [state["rng"]]
+        ckpt.set_rng_state(rngs[self.dist.rank] if self.dist.rank < len(rngs) else rngs[0])
         self.epoch = state["epoch"]
         self.step_t.fill_(state["step"])
         self.log.history = list(state["history"])
@@ -429,6 +448,17 @@ def _yaml(data: dict) -> str:
     import yaml
 
     return yaml.safe_dump(json.loads(json.dumps(data)), sort_keys=False)
+
+
+def _agree_finite(finite: torch.Tensor, first_bad: torch.Tensor):
+    """``(finite, first_bad)`` over all ranks: a node is finite where it is on
+    every rank; the first bad step is the earliest of any rank (one collective)."""
+    import torch.distributed as dist
+
+    bad = torch.where(first_bad < 0, torch.full_like(first_bad, float("inf")), first_bad)
+    packed = torch.cat([finite.double(), bad.reshape(1)])
+    dist.all_reduce(packed, op=dist.ReduceOp.MIN)
+    return packed[:-1] > 0, packed[-1]
 
 
 def _rows(split, a: int, b: int):

@@ -26,18 +26,34 @@ class Step:
     def method_name(cls) -> str:
         return getattr(cls, "mode", None) or cls.__name__
 
-    @classmethod
-    def require_one_process(cls, run) -> None:
-        """Refuse ``WORLD_SIZE > 1`` for a method without data-parallel support."""
-        if run.dist.enabled:
-            raise ValueError(f"--method {cls.method_name()} runs in one process so far (WORLD_SIZE="
-                             f"{run.dist.world_size}); data-parallel training is available for "
-                             "--method ktg")
-
     def __init__(self, run):
         self.run = run
         self.config = run.config
         self.device = run.device
+
+    # -- data parallel (docs/distributed.md) ----------------------------------
+    def check_sync_bn(self) -> None:
+        """``--sync-bn`` needs CUDA: PyTorch's SyncBatchNorm has no CPU kernel."""
+        if self.config.sync_bn and self.device.type != "cuda":
+            raise ValueError("config.sync_bn = True (--sync-bn): SyncBatchNorm runs only on CUDA devices; "
+                             "on CPU each rank's BatchNorm normalises with its own batch and the running "
+                             "statistics are rank 0's (docs/distributed.md); drop --sync-bn")
+
+    def node_forward(self, model, learns: bool, outputs: bool = False):
+        """What a step calls for a node: ``model`` (or ``model.forward_outputs``
+        with ``outputs``); a learning node's through DDP under torchrun
+        (frozen, EMA and ensemble nodes are never wrapped: DDP refuses modules
+        without trainable parameters, and they need no gradient all-reduce);
+        compiled on request."""
+        import torch
+
+        from ...parallel.ddp import ddp_forward
+
+        if self.run.dist.enabled and learns:
+            fn = ddp_forward(model, outputs, self.device, sync_bn=self.config.sync_bn)
+        else:
+            fn = model.forward_outputs if outputs else model
+        return torch.compile(fn) if self.config.compile else fn
 
     # -- the period's edges -------------------------------------------------
     def begin_period(self, period: int) -> None:

@@ -108,7 +108,6 @@ class DistillStep(Step):
 
     @classmethod
     def prepare(cls, run, graph, data, graph_params, options):
-        cls.require_one_process(run)
         settings = options.get("settings")
         if not isinstance(settings, DistillSettings):
             raise ValueError("method 'distill' needs settings=DistillSettings(teachers=RUN_DIR, ...)")
@@ -160,6 +159,25 @@ class DistillStep(Step):
                                      device=self.device)
         self.params = [p for p in self.student.parameters() if p.requires_grad]
         self.need_maps = "att" in settings.knowledge
+        self.check_sync_bn()
+        self.student_forward = self._student_forward(run)
+
+    def _student_forward(self, run):
+        """The student's forward: through DDP under torchrun with ``aggregate=sum``.
+        PCGrad needs the per-task gradients of the *global* batch (projected
+        after the all-reduce, docs/distributed.md), which DDP's one averaged
+        gradient cannot give: its student is a plain module whose initial
+        weights are rank 0's, and ``_pcgrad`` all-reduces the task gradients."""
+        from ...parallel.ddp import broadcast_, ddp_forward, module_tensors
+
+        outputs = self.need_maps or getattr(self.student, "has_aux_logits", False)
+        if run.dist.enabled and self.settings.aggregate == "sum":
+            return ddp_forward(self.student, outputs, self.device, sync_bn=self.config.sync_bn)
+        if run.dist.enabled:
+            if self.config.sync_bn:  # in place: the same modules, parameters and buffers
+                torch.nn.SyncBatchNorm.convert_sync_batchnorm(self.student)
+            broadcast_(module_tensors(self.student))
+        return self.student.forward_outputs if outputs else self.student
 
     def _task_names(self) -> list[str]:
         s = self.settings
@@ -190,7 +208,9 @@ class DistillStep(Step):
         s = self.settings
         with torch.no_grad():
             teach = [self._outputs(t, x) for t in self.teachers]
-        out = self._outputs(self.student, x)
+        out = self.student_forward(x)
+        if not isinstance(out, ModelOutputs):
+            out = ModelOutputs(out, None, None)
         label = F.cross_entropy(out.logits.float(), y)
         if out.aux_logits is not None:
             label = label + F.cross_entropy(out.aux_logits.float(), y)
@@ -222,6 +242,10 @@ class DistillStep(Step):
         from ..gradients import apply_update, per_loss_gradients
 
         grads = per_loss_gradients(losses, self.params, batched=self.settings.batched_grads)
+        if self.run.dist.enabled:  # the task gradients of the global batch, on every rank
+            from ...parallel.ddp import all_reduce_mean_
+
+            all_reduce_mean_(grads, self.run.dist.world_size)
         # The order is drawn on the host from the run's seeded generator.
         result = pcgrad(grads, self.settings.order, self.order_rng,
                         reduction=self.settings.pcgrad_reduction)

@@ -126,7 +126,6 @@ class SelfDistillStep(Step):
 
     @classmethod
     def prepare(cls, run, graph, data, graph_params, options):
-        cls.require_one_process(run)
         student, left_out = student_graph(graph_of(graph, graph_params), cls.mode)
         if left_out:
             run._print(f"--method {cls.mode} trains only node {student.target_name!r}; "
@@ -148,13 +147,14 @@ class SelfDistillStep(Step):
         self.student_name = self.node.name
         self.names, self.learning = [self.student_name], [True]
         model = build_node_model(self.node, data, self.device, cfg.channels_last)
+        if has_attention_branch(model):
+            raise ValueError(f"--method {self.mode}: attention-branch models are not supported "
+                             f"(node {self.student_name!r})")
+        self.check_sync_bn()
         self.models = torch.nn.ModuleList([model])
         self.forwards = [self._forward_fn(model)]
         self.optimizers = [sgd(model, self.lr, cfg)]
         self.schedulers = []  # the plateau rule owns the lr
-        if has_attention_branch(model):
-            raise ValueError(f"--method {self.mode}: attention-branch models are not supported "
-                             f"(node {self.student_name!r})")
         if cfg.schedule != "constant":
             run._print(f"--method {self.mode}: config.schedule={cfg.schedule!r} is ignored; the "
                        "plateau rule sets the lr")
@@ -177,6 +177,7 @@ class SelfDistillStep(Step):
         if self.uses_bank:
             self.y_v = torch.empty(n, c, dtype=torch.float32, device=self.device)
             self.tmp = torch.empty_like(self.y_v)
+        self.written: list[torch.Tensor] = []  # the bank rows this rank wrote this epoch
         self.teacher: torch.nn.Module | None = None
         self.summaries: list[dict] = []    # completed generations
         self.cum_time = 0.0
@@ -186,7 +187,7 @@ class SelfDistillStep(Step):
         self._begin_generation(1)
 
     def _forward_fn(self, model):
-        return torch.compile(model) if self.config.compile else model
+        return self.node_forward(model, learns=True)  # DDP under torchrun (a collective)
 
     # ------------------------------------------------------------ generations
     def _new_rule(self) -> PlateauRule:
@@ -250,6 +251,7 @@ class SelfDistillStep(Step):
         self.train_loader.set_epoch(period)
         if self.uses_bank:
             self.tmp.copy_(self.y_v)
+        self.written = []
         self._messages = []
 
     def batches(self, period: int):
@@ -270,9 +272,26 @@ class SelfDistillStep(Step):
         if self.uses_bank:
             self.tmp[idx] = z.detach().float().softmax(-1)
             bank_rows = self.y_v[idx]
+            if self.run.dist.enabled:
+                self.written.append(idx)
         loss = generation_loss(z, y, bank_rows, t)
         update(self.optimizers, self.run.scaler, loss)
         return loss.detach().reshape(1)
+
+    def end_training_period(self) -> None:
+        """Under torchrun: every rank's bank gets the rows all ranks wrote
+        this epoch (docs/distributed.md).  A sample's next-epoch rank is
+        another, so each rank needs the whole bank; the shards are disjoint,
+        so the gathered rows are exactly one process's ``tmp``."""
+        super().end_training_period()
+        if self.uses_bank and self.run.dist.enabled:
+            from ...parallel.ddp import all_gather_rows
+
+            ids = torch.cat(self.written) if self.written else torch.empty(0, dtype=torch.long,
+                                                                           device=self.device)
+            ids, rows = all_gather_rows(ids, self.tmp[ids], self.run.dist.world_size)
+            self.tmp[ids] = rows
+            self.written = []
 
     def end_period(self, row: dict) -> None:
         t0 = time.perf_counter()

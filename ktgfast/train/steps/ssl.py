@@ -16,6 +16,12 @@ One step, ``k``:
 4. the shared update, every EMA node follows its source (``ema.py``), the
    learning rate follows its per-step schedule.
 
+Under torchrun (docs/distributed.md) both batch sizes are per rank: global
+batch ``k`` is one process's batch of ``WORLD_SIZE`` times the size, rank ``r``
+taking its ``r``-th part (stream batch ``k·W + r``), learning nodes are DDP
+modules, EMA and frozen nodes are not (their weights follow identical
+sources, or are loaded).
+
 The schedule is iteration-based: ``iterations`` steps (default ``epochs x
 eval_every``), evaluation and a checkpoint every ``eval_every`` steps (default:
 one pass over the unlabelled set); an "epoch" of the metrics is one such
@@ -62,7 +68,6 @@ class SemiSupervisedStep(Step):
             raise ValueError(f"graph {graph.name or '(unnamed)'!r} has edges between nodes but is not "
                              "semi-supervised; set semi_supervised: true to put them on the unlabelled "
                              "batch, or train it without labels_per_class")
-        cls.require_one_process(run)
         data = load_data(run, data)
         seed = cfg.seed if cfg.label_seed is None else cfg.label_seed
         if cfg.labels_per_class is None:  # every image labelled; all of them also unlabelled
@@ -78,7 +83,11 @@ class SemiSupervisedStep(Step):
         self.graph = graph
         self.unlabeled = run.unlabeled
         self.unlabeled_batch_size = cfg.unlabeled_batch_size or MU * cfg.batch_size
-        self.eval_every = cfg.eval_every or max(1, len(self.unlabeled) // self.unlabeled_batch_size)
+        # Under torchrun both batch sizes are per rank; one pass over the
+        # unlabelled set takes WORLD_SIZE times fewer steps (docs/distributed.md).
+        self.world, self.rank = run.dist.world_size, run.dist.rank
+        self.eval_every = cfg.eval_every or max(
+            1, len(self.unlabeled) // (self.world * self.unlabeled_batch_size))
         self.iterations = cfg.iterations or cfg.epochs * self.eval_every
         self.milestones = ([m * self.eval_every for m in cfg.milestones] if cfg.milestones is not None
                            else sorted({max(1, round(self.iterations * f)) for f in (0.3, 0.6, 0.9)}))
@@ -90,8 +99,11 @@ class SemiSupervisedStep(Step):
                 raise ValueError(f"node {self.names[i]!r}: attention-branch models are not supported "
                                  "in semi-supervised graphs")
         self.slots = s = SSLSlots(graph)
-        self.forwards = [None if n.is_ensemble else (torch.compile(m) if cfg.compile else m)
-                         for n, m in zip(graph.nodes, self.models)]
+        self.check_sync_bn()
+        # DDP (learning nodes, under torchrun) broadcasts rank 0's weights here,
+        # before the EMA nodes copy their sources below.
+        self.forwards = [None if n.is_ensemble else self.node_forward(m, self.learning[i])
+                         for i, (n, m) in enumerate(zip(graph.nodes, self.models))]
         self.schedulers = [torch.optim.lr_scheduler.LambdaLR(o, self.lr_factor) for o in self.optimizers]
         self.table = EdgeTable(s.edge_specs, s.count, self.device)
         self.slot_owner = torch.tensor(s.owner, dtype=torch.long, device=self.device)
@@ -158,10 +170,14 @@ class SemiSupervisedStep(Step):
     def batches(self, period: int):
         k0, k1 = self._range(period)
         for k in range(k0, k1):
-            lab, yl, _ = self.labeled_stream.batch(k)
+            # Global batch k is the stream's positions [k·W·B, (k+1)·W·B); rank r
+            # takes the r-th B of them, stream batch k·W + r: the ranks' batches
+            # together are one process's batch of W·B, views included.
+            j = k * self.world + self.rank
+            lab, yl, _ = self.labeled_stream.batch(j)
             views, yu = {}, None
             if self.unlabeled_stream is not None:
-                views, yu, _ = self.unlabeled_stream.batch(k)
+                views, yu, _ = self.unlabeled_stream.batch(j)
             yield lab["weak"], yl, views, yu
 
     def end_training_period(self) -> None:
@@ -169,8 +185,11 @@ class SemiSupervisedStep(Step):
 
     def period_columns(self, steps: int) -> dict:
         mask = {}
-        if self.mask_edges:  # fraction of unlabelled samples past each threshold
-            rate = (self.mask_count.double() / (steps * self.unlabeled_batch_size)).tolist()
+        if self.mask_edges:  # fraction of unlabelled samples past each threshold, over all ranks
+            from ...parallel.eval import all_reduce_sum
+
+            count = all_reduce_sum(self.mask_count.clone(), self.world)
+            rate = (count.double() / (steps * self.world * self.unlabeled_batch_size)).tolist()
             for j in self.mask_edges:
                 e = self.slots.u_edges[j]
                 mask[f"mask:{e.src}->{e.dst}"] = round(rate[j], 4)
