@@ -6,6 +6,7 @@ other methods: tests/test_distributed_methods.py; killed ranks, restarts and
 two-node launches: tests/test_distributed_faults.py."""
 from __future__ import annotations
 
+import csv
 import os
 import subprocess
 import sys
@@ -124,3 +125,85 @@ def test_sync_bn_on_cpu_is_refused_before_training(tmp_path):
     cfg.sync_bn = True
     with pytest.raises(ValueError, match=r"sync_bn = True \(--sync-bn\): SyncBatchNorm runs only on CUDA"):
         Trainer(graph(), tiny_data(), cfg)
+
+
+# ------------------------------------------------------------ resume, RNG, NaN
+def resume_graph() -> Graph:
+    """A Wide ResNet with dropout (the global RNG of each rank, every step) and
+    a BatchNorm CNN, peer KL both ways."""
+    nodes = [Node("w", "wrn16_1", {"dropout": 0.3}), Node("c", "cnn_small", {"pool": 2})]
+    edges = [Edge("label", "w", "ce"), Edge("label", "c", "ce"), Edge("w", "c", "kl"), Edge("c", "w", "kl")]
+    return Graph(nodes, edges, "w", name="wc")
+
+
+def resume_config(out: str) -> TrainConfig:
+    cfg = config(out, 16)
+    cfg.augment, cfg.pad, cfg.mixup, cfg.mixup_alpha = "crop_flip", 2, "beta", 1.0
+    return cfg
+
+
+def _straight_and_first_epoch(rank, world, out_dir):
+    straight = Trainer(resume_graph(), tiny_data(), resume_config(os.path.join(out_dir, "straight")))
+    straight.fit()
+    torch.save({"states": [m.state_dict() for m in straight.models], "rng": torch.get_rng_state()},
+               os.path.join(out_dir, f"straight{rank}.pt"))
+    # the interrupted run: epoch 1 of 2 and its checkpoint, then the processes end
+    Trainer(resume_graph(), tiny_data(), resume_config(os.path.join(out_dir, "resumed"))).train_epoch()
+
+
+def _resume(rank, world, out_dir):
+    tr = Trainer(resume_graph(), tiny_data(), resume_config(os.path.join(out_dir, "resumed")), resume=True)
+    tr.fit()
+    torch.save({"states": [m.state_dict() for m in tr.models], "rng": torch.get_rng_state()},
+               os.path.join(out_dir, f"resumed{rank}.pt"))
+
+
+@pytest.mark.slow
+def test_two_rank_resume_is_exact(tmp_path):
+    """Interrupted after epoch 1 and resumed in new processes = uninterrupted,
+    on every rank: the checkpoint holds each rank's RNG state (dropout draws
+    from it every step) and rank 0's BatchNorm statistics, which every rank
+    has at a period's end."""
+    spawn(_straight_and_first_epoch, 2, str(tmp_path))
+    saved = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)
+    assert saved["epoch"] == 1 and len(saved["rng_ranks"]) == 2
+    assert not torch.equal(saved["rng_ranks"][0]["torch"], saved["rng_ranks"][1]["torch"])
+    spawn(_resume, 2, str(tmp_path))
+    for rank in (0, 1):
+        want, got = torch.load(tmp_path / f"straight{rank}.pt"), torch.load(tmp_path / f"resumed{rank}.pt")
+        assert torch.equal(got["rng"], want["rng"]), f"rank {rank}: RNG state differs after resume"
+        for g, w in zip(got["states"], want["states"]):
+            for k in w:
+                assert torch.equal(g[k], w[k]), f"rank {rank}: {k}"
+    def accuracies(run):
+        with open(tmp_path / run / "metrics.csv", newline="") as f:
+            return [{k: v for k, v in r.items() if "_acc:" in k or "loss" in k} for r in csv.DictReader(f)]
+
+    assert accuracies("resumed") == accuracies("straight") and len(accuracies("straight")) == 2
+
+
+def _nan_on_rank1(rank, world, out_dir):
+    cfg = config(os.path.join(out_dir, "nan"), 16)
+    cfg.log_every = 1
+    tr = Trainer(graph(), tiny_data(), cfg)
+    batches = tr.step.batches
+
+    def poisoned(period):
+        for k, (x, y) in enumerate(batches(period)):
+            yield (torch.full_like(x, float("nan")) if rank == 1 and k == 2 else x), y
+
+    tr.step.batches = poisoned
+    try:
+        tr.train_epoch()
+    except Exception as exc:  # noqa: BLE001 - the parent checks what each rank raised
+        torch.save(f"{type(exc).__name__}: {exc}", os.path.join(out_dir, f"nan{rank}.pt"))
+
+
+@pytest.mark.slow
+def test_a_nan_on_one_rank_stops_every_rank_at_the_same_step(tmp_path):
+    """The finite check is agreed over ranks: rank 0, whose own loss stayed
+    finite, stops with rank 1 instead of waiting for it in the next step."""
+    spawn(_nan_on_rank1, 2, str(tmp_path))
+    msgs = [torch.load(tmp_path / f"nan{r}.pt") for r in (0, 1)]
+    assert msgs[0] == msgs[1]
+    assert msgs[0].startswith("NonFiniteLossError") and "at step 2 (epoch 1)" in msgs[0]
