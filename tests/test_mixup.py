@@ -383,7 +383,7 @@ def test_cli_mixup_errors(tmp_path, capsys, no_training):
     base = ["train", "--graph", "dml", "--data", "synthetic", "--out", str(tmp_path / "run"),
             "--eval-splits", "test"]
     for flags, message in ((["--mixup", "superclass_beta"], "dataset 'synthetic' has none"),
-                           (["--mixup", "mixdown"], "config.mixup = 'mixdown'")):
+                           (["--mixup", "mixdown"], "--mixup mixdown: allowed: none, beta")):
         assert cli(base + flags) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "run").exists()

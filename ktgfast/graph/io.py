@@ -6,18 +6,14 @@ from pathlib import Path
 
 import yaml
 
+from ..yamlfile import read_yaml
 from .presets import PRESETS, get_preset
 from .spec import Graph
 
 
 def load_graph(path: str | os.PathLike) -> Graph:
     path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise FileNotFoundError(f"graph file {str(path)!r} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise ValueError(f"graph file {str(path)!r} is not valid YAML: {exc}") from None
+    data = read_yaml(path, "graph file")
     return Graph.from_dict(data, where=f"{path.name}")
 
 

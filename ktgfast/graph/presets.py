@@ -16,6 +16,7 @@ peers otherwise chase each other's class prior in their first steps
 from __future__ import annotations
 
 import inspect
+import typing
 import re
 from typing import Callable
 
@@ -48,14 +49,50 @@ def describe_preset(name: str) -> tuple[str, list[str]]:
     return sentence, list(inspect.signature(fn).parameters)
 
 
+_TYPE_WORDS = {int: "an integer", float: "a number", str: "a name", bool: "true or false"}
+
+
+def _is_a(value, tp) -> bool:
+    """``value`` fits the annotation ``tp`` (int, float, str, bool, list[X], X | None)."""
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) is list:
+        return isinstance(value, list) and all(_is_a(v, args[0]) for v in value)
+    if args:  # a union
+        return any(_is_a(value, a) for a in args)
+    if tp is type(None):
+        return value is None
+    if tp in (int, float) and isinstance(value, bool):
+        return False
+    return isinstance(value, (int, float) if tp is float else tp)
+
+
+def _type_text(tp) -> str | None:
+    if tp is None:
+        return None
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) is list:
+        plural = {int: "integers", float: "numbers", str: "names"}.get(args[0], "values")
+        return f"a list of {plural}, e.g. [a,b]"
+    if args:
+        words = [_type_text(a) for a in args if a is not type(None)]
+        if any(w is None for w in words):
+            return None
+        return " or ".join(words) + (" or none" if type(None) in args else "")
+    return _TYPE_WORDS.get(tp)
+
+
 def get_preset(name: str, **params) -> Graph:
     if name not in PRESETS:
         raise ValueError(f"unknown graph preset {name!r}; allowed: {', '.join(list_presets())}")
     fn = PRESETS[name]
     allowed = list(inspect.signature(fn).parameters)
-    for k in params:
+    hints = typing.get_type_hints(fn)
+    for k, v in params.items():
         if k not in allowed:
             raise ValueError(f"preset {name!r} has no parameter {k!r}; allowed: {', '.join(allowed)}")
+        want = _type_text(hints.get(k))
+        if want is not None and not _is_a(v, hints[k]):
+            raise ValueError(f"preset {name!r}: {k} = {v!r}; allowed: {want}")
     graph = fn(**params)
     graph.name = graph.name or name
     return graph

@@ -42,6 +42,33 @@ METHOD_GROUPS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 
 
+class ConfigError(ValueError):
+    """A bad config value, naming the field, the value and what is allowed.
+
+    ``where`` is how the user wrote it, so the message uses their words:
+    ``"config"`` (Python: ``config.epochs = 0``), a YAML file name
+    (``run.yaml: epochs = 0``) or ``"flags"`` (the CLI: ``--epochs 0``)."""
+
+    def __init__(self, name: str, value, allowed: str, where: str = "config"):
+        self.name, self.value, self.allowed, self.where = name, value, allowed, where
+        super().__init__(self._text())
+
+    def _text(self) -> str:
+        if self.where == "flags":
+            value = ",".join(map(str, self.value)) if isinstance(self.value, list) else self.value
+            if isinstance(value, bool) or value is None:
+                value = str(value).lower()
+            return f"--{self.name.replace('_', '-')} {value}: allowed: {self.allowed}"
+        prefix = "config." if self.where == "config" else f"{self.where}: "
+        return f"{prefix}{self.name} = {self.value!r}; allowed: {self.allowed}"
+
+    def at(self, where: str) -> "ConfigError":
+        return ConfigError(self.name, self.value, self.allowed, where)
+
+    def __reduce__(self):  # picklable across worker processes
+        return ConfigError, (self.name, self.value, self.allowed, self.where)
+
+
 @dataclass
 class TrainConfig:
     # optimisation (Minami et al. 2020 recipe: SGD, Nesterov 0.9, lr 0.1, batch 64)
@@ -103,7 +130,7 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         def bad(name, allowed):
-            raise ValueError(f"config.{name} = {getattr(self, name)!r}; allowed: {allowed}")
+            raise ConfigError(name, getattr(self, name), allowed)
 
         for name in ("epochs", "batch_size", "eval_batch_size", "log_every"):
             v = getattr(self, name)
@@ -126,7 +153,8 @@ class TrainConfig:
             bad("pad", "an integer >= 0")
         for s in self.eval_splits:
             if s not in EVAL_SPLITS:
-                raise ValueError(f"config.eval_splits contains {s!r}; allowed: {', '.join(EVAL_SPLITS)}")
+                raise ConfigError("eval_splits", self.eval_splits,
+                                  f"a list of {', '.join(EVAL_SPLITS)} (not {s!r})")
         if self.milestones is not None and any(m < 1 for m in self.milestones):
             bad("milestones", "epochs >= 1")
         if self.threads is not None and self.threads < 1:
@@ -202,20 +230,30 @@ class TrainConfig:
         for k in data:
             if k not in allowed:
                 raise ValueError(f"{where}: unknown key {k!r}; allowed: {', '.join(allowed)}")
-        return cls(**{k: coerce(cls, k, v) for k, v in data.items()}).validate()
+        try:
+            return cls(**{k: coerce(cls, k, v) for k, v in data.items()}).validate()
+        except ConfigError as exc:
+            if where == "config" or exc.where != "config" or exc.name not in data:
+                raise
+            raise exc.at(where) from None
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> "TrainConfig":
+        from ..yamlfile import read_yaml
+
         path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"config file {str(path)!r} does not exist")
-        data = yaml.safe_load(path.read_text()) or {}
+        data = read_yaml(path, "config file") or {}
         if not isinstance(data, dict):
             raise ValueError(f"config file {str(path)!r} must hold a mapping of keys to values")
         return cls.from_dict(data, where=path.name)
 
-    def merged(self, overrides: dict) -> "TrainConfig":
-        return TrainConfig.from_dict({**self.to_dict(), **overrides})
+    def merged(self, overrides: dict, flags: set[str] = frozenset()) -> "TrainConfig":
+        """A copy with ``overrides``; an error in a field of ``flags`` (the
+        ones a command line gave) is told in the CLI's words."""
+        try:
+            return TrainConfig.from_dict({**self.to_dict(), **overrides})
+        except ConfigError as exc:
+            raise (exc.at("flags") if exc.name in flags else exc) from None
 
 
 def field_type(cls, name: str):
@@ -235,7 +273,7 @@ def coerce(cls, name: str, value):
     if value is None:
         if optional:
             return None
-        raise ValueError(f"config.{name}: null is not allowed")
+        raise ConfigError(name, value, f"a {getattr(base, '__name__', base)}, not null")
     origin = typing.get_origin(base)
     try:
         if origin is list:
@@ -261,4 +299,6 @@ def coerce(cls, name: str, value):
             return float(value)
         return base(value)
     except (TypeError, ValueError):
-        raise ValueError(f"config.{name}: {value!r} is not a valid {getattr(base, '__name__', base)}") from None
+        kind = {"int": "an integer", "float": "a number", "bool": "true or false"}.get(
+            getattr(item if origin is list else base, "__name__", ""), str(base))
+        raise ConfigError(name, value, kind + (" list (A,B,..)" if origin is list else "")) from None
