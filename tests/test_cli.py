@@ -42,7 +42,7 @@ def test_method_groups_follow_the_config():
 def test_top_level_help_has_no_rest_markup(capsys):
     text = help_of(["--help"], capsys)
     assert "``" not in text and ":class:" not in text and ":func:" not in text
-    for command in ("train", "distill", "search", "analyze", "graph", "info", "bench"):
+    for command in ("train", "distill", "search", "analyze", "graph", "reproduce", "info", "bench"):
         assert command in text
 
 
@@ -161,3 +161,10 @@ def test_a_diverged_run_is_one_line_exit_1_and_debug_shows_the_traceback(tmp_pat
     loud = subprocess.run([*argv[:3], "--debug", *argv[3:], "--out", str(tmp_path / "b")],
                           capture_output=True, text=True, timeout=600)
     assert loud.returncode == 1 and "Traceback" in loud.stderr and "NonFiniteLossError" in loud.stderr
+
+
+def test_reproduce_is_a_command(capsys):
+    assert cli(["reproduce", "list"]) == 0
+    assert "ktg-cifar100" in capsys.readouterr().out
+    assert cli(["reproduce", "bogus"]) == 2
+    assert "unknown recipe 'bogus'; allowed: list," in capsys.readouterr().err

@@ -18,7 +18,8 @@ from .errors import debug_wanted, exit_code, one_line
 # so --help shows only the option groups that method reads).
 COMMANDS: dict[str, Callable] = {"train": train.add_train, "distill": train.add_distill,
                                  "search": search.add, "analyze": tools.add_analyze,
-                                 "graph": graph.add, "info": tools.add_info, "bench": tools.add_bench}
+                                 "graph": graph.add, "reproduce": tools.add_reproduce, "info": tools.add_info,
+                                 "bench": tools.add_bench}
 
 
 def _method(argv: list[str]) -> str | None:

@@ -1,4 +1,4 @@
-"""``ktgfast info``, ``analyze`` and ``bench``."""
+"""``ktgfast info``, ``analyze``, ``bench`` and ``reproduce``."""
 from __future__ import annotations
 
 import argparse
@@ -48,3 +48,19 @@ def add_bench(sub, method: str | None = None) -> None:
 
     p = sub.add_parser("bench", help="run the benchmark suites of a checkout and report ratios and goals")
     add_arguments(p)  # ``main`` hands ``bench ...`` to ktgfast.bench.cli.main whole
+
+
+def _reproduce(args: argparse.Namespace) -> int:
+    from ..reproduce.cli import run
+
+    return run(args)
+
+
+def add_reproduce(sub, method: str | None = None) -> None:
+    from ..reproduce.cli import add_arguments
+
+    p = sub.add_parser("reproduce", help="one command per paper table: reproduce list, reproduce NAME",
+                       description="Run the exact recipe of a source paper's table and print the "
+                                   "paper's numbers beside ours (docs/reproduce.md).")
+    add_arguments(p)
+    p.set_defaults(run=_reproduce)
