@@ -50,7 +50,8 @@ from ktgfast.models import model_options
 from ktgfast.search import builtin_spaces, load_space, search
 from ktgfast.search import study as study_mod
 from ktgfast.search.space import PHI_MAX, SearchSpace
-from ktgfast.search.storage import describe, open_storage, resolve_url
+from ktgfast.search import storage as storage_mod
+from ktgfast.search.storage import WORKER, describe, open_storage, resolve_url
 from ktgfast.search.study import SearchSettings, recover_stale, retrain, search_view, status
 from ktgfast.train import Trainer
 
@@ -288,8 +289,8 @@ def test_cli_search_spaces_lists_the_builtins(capsys):
     three = next(line for line in lines if line.startswith("ktg-4gates-3nodes"))
     assert "3 nodes" in three and "2.36e+06" in three
     assert "inf" in next(line for line in lines if line.startswith("ktg-sine-3nodes"))
-    with pytest.raises(SystemExit, match="unknown action 'bogus'"):
-        cli(["search", "bogus"])
+    assert cli(["search", "bogus"]) == 2
+    assert "ktgfast search: error: unknown action 'bogus'; allowed: spaces" in capsys.readouterr().err
 
 
 def test_canonical_form_identifies_equal_graphs():
@@ -975,9 +976,10 @@ PG_TRIALS, PG_HEARTBEAT_S, PG_GRACE_S = 6, 1, 6
 
 @pytest.fixture(scope="module")
 def pg_killed(pg_url, tmp_path_factory):
-    """Two ``ktgfast search`` processes (one worker each, like two machines,
-    sharing the output folder) work on one PostgreSQL study; one is SIGKILLed
-    mid-trial, the other goes on; once the dead trial's heartbeat is stale
+    """Two ``ktgfast search`` processes (one worker each, like two machines:
+    each its own output folder, so neither sees the other's worker leases) work
+    on one PostgreSQL study; one is SIGKILLed mid-trial, the other goes on
+    (it can judge the dead trial by its heartbeat only); once the dead trial's heartbeat is stale
     (grace period 6 s here, through the helper's knobs) the same command is run
     once more.  Every step waits for an event: the worker to be killed hangs
     inside a trial and writes a marker; the other waits for that marker inside
@@ -986,15 +988,17 @@ def pg_killed(pg_url, tmp_path_factory):
     root = tmp_path_factory.mktemp("pg")
     pg_url = psycopg2_url(pg_url)
     space = write_space(root / "pg.yaml", nodes=2, gates=["through", "linear"])
-    cmd = [sys.executable, str(HELPER), "cli",
-           *cli_search_args(space, root / "out", "pgkill", PG_TRIALS, 3, "--storage", pg_url, "--workers", "1")]
+    cmds = [[sys.executable, str(HELPER), "cli", *cli_search_args(
+        space, root / out, "pgkill", PG_TRIALS, 3, "--storage", pg_url, "--workers", "1")]
+        for out in ("out", "out-b")]
+    cmd = cmds[0]
     env = child_env(root, KTGFAST_TEST_HEARTBEAT_S=PG_HEARTBEAT_S, KTGFAST_TEST_GRACE_S=PG_GRACE_S)
     marker = root / "hung"
     to_kill = {**env, "KTGFAST_TEST_HANG": str(marker)}
     survivor = {**env, "KTGFAST_TEST_AWAIT": str(marker)}
     logs = [open(root / f"worker{i}.log", "w") for i in range(2)]
-    procs = [subprocess.Popen(cmd, env=e, stdout=log, stderr=subprocess.STDOUT)
-             for e, log in zip((to_kill, survivor), logs)]
+    procs = [subprocess.Popen(c, env=e, stdout=log, stderr=subprocess.STDOUT)
+             for c, e, log in zip(cmds, (to_kill, survivor), logs)]
     watch = optuna.storages.RDBStorage(pg_url, heartbeat_interval=PG_HEARTBEAT_S,
                                        grace_period=PG_GRACE_S)
 
@@ -1011,6 +1015,7 @@ def pg_killed(pg_url, tmp_path_factory):
         survivor_rc = procs[1].wait(timeout=WAIT_S)
         after_survivor = _snapshot(pg_url, "pgkill")
         # the dead trial stays RUNNING until a worker finds its heartbeat stale
+        # (the survivor, if it still runs then, or the restart)
         dead_id = next(t._trial_id for t in running if t.number == hung)
         wait_for(lambda: dead_id in watch._get_stale_trial_ids(study._study_id)
                  or watch.get_trial(dead_id).state != TrialState.RUNNING,
@@ -1063,6 +1068,36 @@ def test_postgres_study_finishes_after_a_worker_is_killed(pg_killed):
     retried = {t.system_attrs.get("retry_of") for t in final} - {None}
     counted = [t for t in final if not (t.state == TrialState.FAIL and t.number in retried)]
     assert len(counted) == PG_TRIALS and all(t.state in DONE for t in counted)
+
+
+@pytest.mark.slow  # PostgreSQL
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used")
+def test_postgres_status_shows_a_trial_with_a_stale_heartbeat_as_orphaned(pg_url, tmp_path, monkeypatch,
+                                                                         capsys):
+    """A worker on another machine (no lease here) stops beating: once its
+    heartbeat is older than the grace period, status shows its trial ORPHANED."""
+    monkeypatch.setattr(storage_mod, "HEARTBEAT_S", 1)
+    monkeypatch.setattr(storage_mod, "GRACE_S", 1)
+    url = psycopg2_url(pg_url)
+    storage = open_storage(url)
+    try:
+        study = optuna.create_study(study_name="stale", storage=storage, direction="maximize")
+        trial = study.ask()
+        storage.set_trial_system_attr(trial._trial_id, WORKER, {"lease": "elsewhere-7-x", "host": "elsewhere",
+                                                                "pid": 7})
+        storage.record_heartbeat(trial._trial_id)
+        wait_for(lambda: trial._trial_id in storage._get_stale_trial_ids(study._study_id),
+                 "the heartbeat going stale", poll=0.2)
+        capsys.readouterr()
+        seen = status("stale", out=str(tmp_path), storage=url)
+        assert seen["orphaned"] == {0: "heartbeat of process 7 on elsewhere stale"}
+        assert (seen["summary"]["running"], seen["summary"]["orphaned"]) == (0, 1)
+        assert "trial 0: ORPHANED, RUNNING in the storage but heartbeat of process 7 on elsewhere stale" \
+            in capsys.readouterr().out
+        storage.record_heartbeat(trial._trial_id)  # beating again: running, not orphaned
+        assert status("stale", out=str(tmp_path), storage=url)["summary"]["orphaned"] == 0
+    finally:
+        storage.engine.dispose()
 
 
 @pytest.mark.slow  # PostgreSQL

@@ -32,7 +32,8 @@ from optuna.trial import TrialState, create_trial
 import support.search as helpers
 from ktgfast.search import search
 from ktgfast.search import study as study_mod
-from ktgfast.search.storage import RETRY_OF, WORKER, describe, open_storage, resolve_url
+from ktgfast.search.storage import (RETRY_OF, WORKER, WorkerLease, describe, live_leases, open_storage,
+                                    remove_dead_leases, resolve_url)
 from ktgfast.search.study import status, trial_line
 from support.search import TINY, TINY_CONFIG, gate_params, write_space
 from support.wait import WAIT_S, wait_for, write_atomic
@@ -145,9 +146,9 @@ def assert_retried(trials, dead_number: int, pid: int, budget: int) -> None:
 @pytest.mark.slow  # a child command and an in-process one
 def test_second_command_joins_a_live_journal_study(tmp_path, capsys):
     """Command A is held inside trial 0; command B on the same study joins:
-    it leaves trial 0 alone, runs the 3 trials left of the budget and says
+    it leaves trial 0 alone, runs the 2 trials left of the budget and says
     so; A then finishes its trial.  Nothing fails, the count is exact."""
-    out, name, budget = tmp_path / "out", "join", 4
+    out, name, budget = tmp_path / "out", "join", 3
     url = resolve_url(None, out / name)
     enqueue(url, name, budget)
     kw = {"space": space(tmp_path), **settings(out, name, budget)}
@@ -171,12 +172,12 @@ def test_second_command_joins_a_live_journal_study(tmp_path, capsys):
             a.kill()
             a.wait()
     assert "joining 1 live worker(s) running trial(s) 0" in b_out
-    assert "this command runs 3 more (--trials counts the whole study)" in b_out
+    assert "this command runs 2 more (--trials counts the whole study)" in b_out
     assert "trial(s) 0 still running in live workers of another command" in b_out
-    assert sorted(int(m[1]) for m in trial_lines(b_out)) == [1, 2, 3]
+    assert sorted(int(m[1]) for m in trial_lines(b_out)) == [1, 2]
     assert result.trials == budget
     a_log = (tmp_path / "a.log").read_text()
-    assert [int(m[1]) for m in trial_lines(a_log)] == [0] and "RESULT trials=4" in a_log
+    assert [int(m[1]) for m in trial_lines(a_log)] == [0] and "RESULT trials=3" in a_log
     trials = load(url, name)
     assert [t.number for t in trials] == list(range(budget)) and all(t.state in DONE for t in trials)
     assert trials[0].system_attrs[WORKER]["pid"] == a_pid
@@ -187,7 +188,7 @@ def test_second_command_joins_a_live_journal_study(tmp_path, capsys):
 def test_second_command_on_a_live_sqlite_study_is_refused(tmp_path, built):
     out, name = tmp_path / "out", "sq"
     url = f"sqlite:///{tmp_path}/s.db"
-    kw = {"space": space(tmp_path), **settings(out, name, 2, storage=url)}
+    kw = {"space": space(tmp_path), **settings(out, name, 1, storage=url)}
     pause = tmp_path / "paused"
     a = start(tmp_path, kw, "a.log", KTGFAST_TEST_PAUSE=pause)
     try:
@@ -205,7 +206,7 @@ def test_second_command_on_a_live_sqlite_study_is_refused(tmp_path, built):
     assert "1 live worker(s)" in msg and "sqlite allows one worker at a time" in msg
     assert built == []
     trials = load(url, name)
-    assert len(trials) == 2 and all(t.state in DONE for t in trials)
+    assert len(trials) == 1 and all(t.state in DONE for t in trials)
 
 
 # ------------------------------------------------------------------ killing
@@ -214,7 +215,7 @@ def test_killed_worker_is_retried_by_its_sibling(tmp_path):
     """Two workers; one hangs inside a trial and is SIGKILLed, the other waits
     inside its own trial until the kill is done, then finds the dead trial
     (its worker's lease is free), fails it and runs it again."""
-    out, name, budget = tmp_path / "out", "sib", 4
+    out, name, budget = tmp_path / "out", "sib", 3
     url = resolve_url(None, out / name)
     enqueue(url, name, budget)
     hang, killed = tmp_path / "hung", tmp_path / "killed"
@@ -235,7 +236,7 @@ def test_killed_worker_is_retried_by_its_sibling(tmp_path):
     log = (tmp_path / "run.log").read_text()
     assert (f"trial {hung}: RUNNING but process {pid} on {HOST} is not alive (found by a worker); "
             "marked FAIL, queued again") in log
-    assert "(killed by SIGKILL) exited abnormally" in log and "RESULT trials=5" in log
+    assert "(killed by SIGKILL) exited abnormally" in log and "RESULT trials=4" in log
     trials = load(url, name)
     assert_retried(trials, hung, pid, budget)
     assert sorted(int(m[1]) for m in trial_lines(log)) == [t.number for t in trials if t.number != hung]
@@ -304,6 +305,25 @@ def test_killed_command_leaves_an_orphan_status_shows_and_the_next_command_retri
             "command); marked FAIL, queued again") in printed
     assert_retried(load(url, name), hung, pid, budget)
     assert status(name, out=str(out))["summary"]["orphaned"] == 0
+
+
+def test_leases_tell_live_from_dead_and_dead_ones_are_removed(tmp_path):
+    folder = tmp_path / "w"
+    dead_pid = _finished_pid()
+    with WorkerLease(folder) as lease:
+        (folder / f"{HOST}-{dead_pid}-deadbeef.lease").write_text("{}")  # nobody holds it
+        (folder / f".{HOST}-{dead_pid}-cafecafe.tmp").write_text("")      # killed while creating
+        (folder / ".not-ours.tmp").write_text("")
+        assert live_leases(folder) == [lease.name]
+        remove_dead_leases(folder)
+        assert sorted(p.name for p in folder.iterdir()) == [".not-ours.tmp", f"{lease.name}.lease"]
+    assert live_leases(folder) == [] and not list(folder.glob("*.lease"))
+
+
+def _finished_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
 
 
 # ------------------------------------------------------------- storage URLs

@@ -329,12 +329,29 @@ def live_leases(folder: Path | None) -> list[str]:
     return sorted(p.name[:-len(".lease")] for p in Path(folder).glob("*.lease") if _try_lock(p))
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
 def remove_dead_leases(folder: Path | None) -> None:
-    """Leases of dead workers are litter once their trials are handled."""
+    """Leases of dead workers are litter once their trials are handled; so is
+    the temporary file of a worker of this host killed while it created its lease."""
     if folder is None or not Path(folder).is_dir():
         return
     for p in Path(folder).glob("*.lease"):
         if _try_lock(p) is False:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+    host = socket.gethostname()
+    for p in Path(folder).glob(".*.tmp"):
+        parts = p.name[1:-len(".tmp")].rsplit("-", 2)
+        if len(parts) == 3 and parts[0] == host and parts[1].isdigit() and not _pid_alive(int(parts[1])):
             with contextlib.suppress(FileNotFoundError):
                 p.unlink()
 
@@ -354,10 +371,11 @@ def study_lock(folder: Path):
 
 def stale_heartbeats(study: optuna.Study) -> set[int]:
     """Trial ids whose heartbeat is older than the grace period (storages with heartbeats)."""
-    get = getattr(study._storage, "_get_stale_trial_ids", None)
-    if get is None or not getattr(study._storage, "heartbeat_interval", None):
+    from optuna.storages._heartbeat import is_heartbeat_enabled  # the study's storage may be cached
+
+    if not is_heartbeat_enabled(study._storage):
         return set()
-    return set(get(study._study_id))
+    return set(study._storage._get_stale_trial_ids(study._study_id))
 
 
 def why_dead(trial, kind: Kind, folder: Path | None, stale: set[int]) -> str | None:

@@ -36,6 +36,7 @@ import os
 import signal
 import statistics
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -257,6 +258,8 @@ def run_worker(settings: SearchSettings, index: int, device: str, threads: int |
     if threads:
         torch.set_num_threads(threads)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # We start the heartbeat ourselves (_heartbeat), so ask() warns for nothing.
+    warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
     space = load_space(settings.space)
     data = kdata.get_dataset(settings.data, root=settings.data_root, seed=0)
     view = search_view(data, settings.val_size, settings.seed)
