@@ -168,3 +168,18 @@ def test_reproduce_is_a_command(capsys):
     assert "ktg-cifar100" in capsys.readouterr().out
     assert cli(["reproduce", "bogus"]) == 2
     assert "unknown recipe 'bogus'; allowed: list," in capsys.readouterr().err
+
+
+def test_tensorboard_missing_is_said_once(tmp_path, monkeypatch, capsys):
+    import ktgfast.train.metrics as metrics
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)  # import fails
+    monkeypatch.setattr(metrics, "_TOLD", set())
+    first = metrics.MetricsLog(tmp_path / "a", tensorboard=True)
+    metrics.MetricsLog(tmp_path / "b", tensorboard=True)
+    err = capsys.readouterr().err
+    assert first.writer is None
+    assert err.count("TensorBoard is not installed (pip install tensorboard)") == 1
+    monkeypatch.setattr(metrics, "_TOLD", set())
+    metrics.MetricsLog(tmp_path / "c", tensorboard=False)  # off: nothing to say
+    assert capsys.readouterr().err == ""

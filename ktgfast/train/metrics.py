@@ -4,9 +4,21 @@ from __future__ import annotations
 
 import csv
 import io
+import sys
 from pathlib import Path
 
 from .checkpoint import atomic_write_text
+
+
+_TOLD: set[str] = set()
+
+
+def _say_tensorboard_missing() -> None:
+    """Once per process: TensorBoard is on (the default) but not installed."""
+    if "tensorboard" not in _TOLD:
+        _TOLD.add("tensorboard")
+        print("note: TensorBoard is not installed (pip install tensorboard), so the curves go to "
+              "metrics.csv only; --tensorboard false silences this note", file=sys.stderr, flush=True)
 
 
 class MetricsLog:
@@ -21,7 +33,7 @@ class MetricsLog:
 
                 self.writer = SummaryWriter(str(self.run_dir / "tb"))
             except ImportError:
-                self.writer = None
+                _say_tensorboard_missing()
 
     def add(self, row: dict) -> None:
         self.history.append(row)
