@@ -190,7 +190,7 @@ def layout(graph, size: dict[str, tuple[float, float]] | None = None, gap: float
 
 
 def _clean(v: float) -> float:
-    return 0.0 if abs(v) < 1e-9 else round(v, 9)
+    return 0.0 if abs(v) < 1e-9 else round(float(v), 9)
 
 
 def connections(graph) -> list[tuple[str, str, str, int | None]]:
@@ -291,7 +291,7 @@ def label_centre(anchor: Anchor, w: float, h: float, curve=(), gap: float = LABE
     outside of a bend."""
     far = gap + abs(anchor.nx) * w / 2 + abs(anchor.ny) * h / 2
     pts = np.asarray(curve, dtype=float).reshape(-1, 2)
-    for d in np.arange(gap + min(w, h) / 2, far, 0.02):
+    for d in np.arange(gap + min(w, h) / 2, far, 0.02) if len(pts) else ():
         cx, cy = anchor.x + d * anchor.nx, anchor.y + d * anchor.ny
         if not ((np.abs(pts[:, 0] - cx) < w / 2 + gap) & (np.abs(pts[:, 1] - cy) < h / 2 + gap)).any():
             return float(cx), float(cy)

@@ -111,44 +111,54 @@ def format_table(rows: list[dict], top: int = 10) -> str:
     return "\n".join(lines)
 
 
-def plot_curves(study: optuna.Study, path: Path) -> Path:
-    import matplotlib
+def curves_figure(study: optuna.Study):
+    """Every trial's target validation accuracy per epoch (a matplotlib Figure):
+    pruned trials grey with a cross where they stopped, the best in orange,
+    ASHA's rungs dotted.  A trial of one evaluation is a marker, so a study of
+    1-epoch trials still shows every trial."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    best = max((t for t in study.get_trials(deepcopy=False) if score(t) is not None),
-               key=score, default=None)
-    for t in study.get_trials(deepcopy=False):
-        if not t.intermediate_values:
-            continue
+    fig = Figure(figsize=(7, 4.5), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    trials = [t for t in study.get_trials(deepcopy=False) if t.intermediate_values]
+    best = max((t for t in trials if score(t) is not None), key=score, default=None)
+    for t in trials:
         steps = sorted(t.intermediate_values)
         vals = [t.intermediate_values[s] for s in steps]
         pruned = t.state == TrialState.PRUNED
         ax.plot(steps, vals, color="tab:gray" if pruned else "tab:blue", alpha=0.45 if pruned else 0.8,
-                lw=0.8 if pruned else 1.3)
+                lw=0.8 if pruned else 1.3, marker="o" if len(steps) == 1 else None, ms=4)
         if pruned:
-            ax.plot(steps[-1], vals[-1], "x", color="tab:red", ms=5)
-    if best is not None and best.intermediate_values:
+            ax.plot(steps[-1], vals[-1], "x", color="tab:red", ms=6)
+    if best is not None:
         steps = sorted(best.intermediate_values)
         ax.plot(steps, [best.intermediate_values[s] for s in steps], color="tab:orange", lw=2.5,
-                label=f"best: trial {best.number}")
-    top = max([max(t.intermediate_values) for t in study.get_trials(deepcopy=False)
-               if t.intermediate_values] or [1])
+                marker="o" if len(steps) == 1 else None, ms=7, label=f"best: trial {best.number}")
+    top = max([max(t.intermediate_values) for t in trials] or [1])
     rung = 1
     while rung <= top:
         ax.axvline(rung, color="k", lw=0.5, ls=":")
         rung *= 2
     ax.plot([], [], "x", color="tab:red", label="pruned (stopped here)")
+    from matplotlib.ticker import FixedLocator, ScalarFormatter
+
     ax.set_xscale("log", base=2)
+    ax.set_xlim(0.8, top * 1.25)  # one epoch alone is not a degenerate axis
+    ax.xaxis.set_major_locator(FixedLocator([2 ** k for k in range(int(top).bit_length())]))
+    ax.xaxis.set_major_formatter(ScalarFormatter())  # epochs 1, 2, 4, ... not 2^k
+    ax.xaxis.set_minor_locator(FixedLocator([]))
     ax.set_xlabel("epoch (ASHA rungs dotted)")
     ax.set_ylabel("target validation accuracy (%)")
     ax.set_title(f"{study.study_name}: learning curves of all trials")
     ax.legend(loc="lower right")
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    return fig
+
+
+def plot_curves(study: optuna.Study, path: Path) -> Path:
+    curves_figure(study).savefig(path)
     return path
 
 
