@@ -2,15 +2,17 @@
 connection and the candidate anchors of its label.  Pure geometry, no drawing
 (``render.py`` draws it), deterministic, in inches.
 
-The shape follows the graph figures of Minami et al. (2020, "Knowledge Transfer
-Graph for Deep Collaborative Learning", figs. 1-4): the label ŷ is a node of its
-own with an edge into every model node, models are nodes, every edge carries its
-loss and gate.  Here all nodes sit on one convex polygon: ŷ at the top, ensemble
-nodes opposite it, the model nodes in graph order counter-clockwise between
-them.  On a convex polygon a straight chord never passes through a third node,
-so single edges are straight; the two directions of a pair are two arcs bent to
-either side (matplotlib's ``arc3``), each with its label on its own side; a
-self-loop (a node on two views) is a loop on the node's outer side.
+The picture shows what the graph figures of the thesis (ch. 3, figs. 3.3,
+3.4, 3.7; Minami et al. 2020, "Knowledge Transfer Graph for Deep
+Collaborative Learning") show: the label ŷ as a node of its own with an edge
+into every model node, the models as nodes, each edge's loss and gate written
+on it.  The arrangement is ours: all nodes on one convex polygon, ŷ at the
+top, ensemble nodes opposite it, the model nodes in graph order
+counter-clockwise between them.  On a convex polygon a straight chord never
+passes through a third node, so single edges are straight; the two directions
+of a pair are two arcs bent to either side (matplotlib's ``arc3``), each with
+its label on its own side; a self-loop (a node on two views) is a loop on the
+node's outer side.
 
 A label anchor is a point on its curve plus the unit normal ``(nx, ny)`` of
 the side the label goes to; ``label_centre`` puts the label's box beside the

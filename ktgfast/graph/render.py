@@ -1,5 +1,7 @@
 """Text summaries and pictures of graphs, in the spirit of the thesis's figures:
-models as boxes, the label as its own node, edges labelled by loss and gate."""
+models as boxes, the label as its own node, edges labelled by loss and gate.
+Pictures: graphviz's ``dot`` when installed, else matplotlib drawing the
+geometry of ``layout.py``."""
 from __future__ import annotations
 
 import re
