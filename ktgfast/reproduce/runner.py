@@ -77,8 +77,10 @@ def dry_fields(recipe: Recipe, row: Row) -> dict:
     if recipe.train.get("val_size") is not None:
         out["val_size"] = b
     if row.method == "ssl":
-        out.update(iterations=steps, eval_every=steps, unlabeled_batch_size=2 * b,
-                   labels_per_class=1)
+        # one labelled image per class; a labelled batch of 16 keeps the pretraining of a
+        # frozen node (one pass over the labelled set, thesis §5.2.3) to a few steps
+        out.update(iterations=steps, eval_every=steps, labels_per_class=1, unlabeled_batch_size=4,
+                   batch_size=min(recipe.train.get("batch_size", 64), 16))
     if row.method in ("self-distill", "ban"):
         g = min(recipe.train.get("generations", 3), DRY_GENERATIONS)
         out.update(generations=g, max_epochs_per_generation=1, epochs=g)
