@@ -143,10 +143,9 @@ class OutputExchange:
         history) with the gathered outputs, detached."""
         if self.group is None:
             return
-        own_maps = {i: maps[i] for i in self.own} if self.maps else {}
-        sig = self._signature({i: logits[i] for i in self.own}, own_maps)
-        if not self.checked:
-            self._check(sig)
+        if not self.checked:  # once: shapes are fixed (drop_last batches)
+            own_maps = {i: maps[i] for i in self.own} if self.maps else {}
+            self._check(self._signature({i: logits[i] for i in self.own}, own_maps))
         ref_z = logits[self.own[0]]
         ref_a = maps[self.own[0]] if self.maps else None
         dtype = ref_z.dtype if ref_a is None else torch.promote_types(ref_z.dtype, ref_a.dtype)
