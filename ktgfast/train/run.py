@@ -16,10 +16,13 @@ bar read device tensors every ``log_every`` steps.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -89,6 +92,12 @@ class Trainer:
         cfg.check_method(self.method)
         self.dist = DistEnv.from_env(cfg.device)
         self.is_main = self.dist.rank == 0
+        if self.dist.restart and cfg.out is not None and not resume \
+                and (Path(cfg.out) / "checkpoint.pt").exists():
+            # torchrun restarted the workers after a failure (--max-restarts): the
+            # same command continues the run from its last checkpoint.
+            resume, overwrite = True, False
+            self._print(f"torchrun restart {self.dist.restart}: resuming {cfg.out!r} from its checkpoint")
         # The run folder is checked before any data loading or model building.
         self._saved: dict | None = None
         self.config_changes: dict[str, tuple] = {}
@@ -199,8 +208,14 @@ class Trainer:
         if self.history and self._finished():
             self._print(f"run {str(self.run_dir)!r} is finished ({self.epoch} of {self.num_epochs} "
                         "periods); nothing to train (ask for more with --epochs)")
-        while not self._finished():
-            result = self.train_epoch()
+        with _stop_on_sigterm(self.dist.enabled):
+            try:
+                while not self._finished():
+                    result = self.train_epoch()
+            except BaseException as exc:
+                if self.dist.enabled and not isinstance(exc, NonFiniteLossError):
+                    exc.add_note(self._stop_note())
+                raise
         self.log.close()
         self._print_summary()
         return self.step.result(result)
@@ -220,6 +235,15 @@ class Trainer:
         if self.config.tensorboard and (self.run_dir / "tb").exists():
             lines.append(f"curves: tensorboard --logdir {self.run_dir / 'tb'}")
         self._print("\n".join(lines))
+
+    def _stop_note(self) -> str:
+        """What a rank that stops mid-run says (under torchrun, beside its summary)."""
+        last = self.run_dir / "checkpoint.pt"
+        kept = (f"epoch {self.epoch} was its last completed one; checkpoint {str(last)!r}" if last.exists()
+                else "no checkpoint was written yet")
+        return (f"ktgfast: rank {self.dist.rank} of {self.dist.world_size} stopped in epoch {self.epoch + 1}; "
+                f"{kept}. If another rank failed (torchrun's summary names it), relaunch the same "
+                "command with --resume, or let torchrun --max-restarts N restart it from the checkpoint.")
 
     def _finished(self) -> bool:
         return self.step.finished() or self.epoch >= self.num_epochs
@@ -448,6 +472,28 @@ def _yaml(data: dict) -> str:
     import yaml
 
     return yaml.safe_dump(json.loads(json.dumps(data)), sort_keys=False)
+
+
+class RankStopped(RuntimeError):
+    """SIGTERM under torchrun: the agent stops every rank when one fails."""
+
+
+@contextlib.contextmanager
+def _stop_on_sigterm(enabled: bool):
+    """Under torchrun, SIGTERM raises :class:`RankStopped` (so the rank says
+    where the run stands) instead of ending the process silently."""
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum, frame):
+        raise RankStopped("SIGTERM: torchrun stops every rank when one fails (its summary names the rank)")
+
+    before = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
 
 
 def _agree_finite(finite: torch.Tensor, first_bad: torch.Tensor):
