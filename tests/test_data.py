@@ -708,3 +708,17 @@ def test_loader_errors():
     TensorLoader(s, 4, augment=Augment(pad=4, pad_mode="zero"), mean=MEAN, std=STD)
     with pytest.raises(ValueError, match="epoch"):
         TensorLoader(s, 4, mean=MEAN, std=STD).set_epoch(-1)
+
+
+def test_cli_tells_a_corrupt_dataset_in_one_line_with_cli_words(cifar10_root, tmp_path, capsys):
+    from ktgfast.cli import main as cli
+
+    root, _ = cifar10_root
+    (root / "cifar-10-batches-py" / "test_batch").write_bytes(b"this is not a pickle")
+    code = cli(["train", "--data", "cifar10", "--data-root", str(root), "--epochs", "1",
+                "--val-size", "10", "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1, err
+    assert err[0].startswith("ktgfast train: error: ") and "test_batch" in err[0], err
+    assert "--download true" in err[0] and "download=True" not in err[0]
+    assert err[1:] == ["(--debug or KTGFAST_DEBUG=1 shows the traceback)"]
