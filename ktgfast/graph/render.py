@@ -5,8 +5,6 @@ geometry of ``layout.py``."""
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,16 +94,12 @@ def to_dot(graph: Graph) -> str:
 
 
 def render(graph: Graph, path: str | Path) -> Path:
-    """Write a picture: ``.dot`` text, or ``.png``/``.svg`` via graphviz's ``dot``
-    when installed, else drawn with networkx + matplotlib."""
+    """Write a picture: ``.dot`` text (for graphviz), or ``.png``/``.svg`` drawn
+    with matplotlib from :func:`ktgfast.graph.layout` -- always the same
+    tested layout, whether or not graphviz is installed."""
     path = Path(path)
-    dot_text = to_dot(graph)
     if path.suffix == ".dot":
-        path.write_text(dot_text)
-        return path
-    if shutil.which("dot"):
-        subprocess.run(["dot", f"-T{path.suffix.lstrip('.')}", "-o", str(path)], input=dot_text,
-                       text=True, check=True)
+        path.write_text(to_dot(graph))
         return path
     return _render_matplotlib(graph, path)
 
