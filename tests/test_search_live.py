@@ -326,10 +326,39 @@ def _finished_pid() -> int:
     return proc.pid
 
 
+@pytest.mark.slow  # a child command, interrupted
+def test_interrupted_trial_is_queued_again_not_counted(tmp_path):
+    """Ctrl-C (SIGINT) inside a trial: the trial is failed as interrupted and
+    queued again, so the next command runs it instead of counting it."""
+    out, name, budget = tmp_path / "out", "intr", 2
+    url = resolve_url(None, out / name)
+    enqueue(url, name, budget)
+    hang = tmp_path / "hung"
+    kw = settings(out, name, budget)
+    proc = start(tmp_path, {"space": space(tmp_path), **kw}, "run.log", KTGFAST_TEST_HANG=hang)
+    try:
+        wait_for(hang.exists, "the command inside a trial", check=alive(proc, tmp_path / "run.log"))
+        hung = int(hang.read_text())
+        os.kill(proc.pid, signal.SIGINT)
+        assert proc.wait(timeout=WAIT_S) != 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    trials = load(url, name)
+    assert trials[hung].state == TrialState.FAIL and trials[hung].user_attrs["error"].startswith("KeyboardInterrupt")
+    (retry,) = [t for t in trials if t.system_attrs.get(RETRY_OF) == hung]
+    assert retry.state == TrialState.WAITING and retry.params == trials[hung].params
+    search(space(tmp_path), **kw)
+    trials = load(url, name)
+    assert len(counted(trials)) == budget and all(t.state in DONE for t in counted(trials))
+
+
 # ------------------------------------------------------------- storage URLs
 def _bad_urls(tmp_path: Path) -> list[tuple[str, str]]:
     (tmp_path / "afile").write_text("x")
     (tmp_path / "notjournal.txt").write_text("hello\nnot json\n")
+    (tmp_path / "oneline.txt").write_text("hello\n")  # Optuna skips a broken last line
     port = _free_port()
     return [
         ("sqlite://", "in-memory database"),
@@ -340,6 +369,8 @@ def _bad_urls(tmp_path: Path) -> list[tuple[str, str]]:
         (f"journal:{tmp_path}/afile/j.log", "is a file"),
         ("journal:/proc/ktgfast-no/j.log", "cannot write in folder"),
         (f"journal:{tmp_path}/notjournal.txt", "is not an Optuna journal"),
+        (f"journal:{tmp_path}/oneline.txt", "is not an Optuna journal"),
+        (f"journal:{tmp_path}/afile", "is not an Optuna journal"),
         ("mysql://ktg:s3cret@db.example/ktg", "unsupported storage"),
         ("redis://localhost:6379", "unsupported storage"),
         ("study.log", "write journal:study.log"),

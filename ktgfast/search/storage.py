@@ -134,6 +134,7 @@ def _open_journal(url: str, workers: int):
     try:
         with open(path, "ab"):
             pass
+        _check_journal_head(url, path)
         storage = JournalStorage(JournalFileBackend(str(path)))
         storage.get_all_studies()  # replays the file: a non-journal file fails here
     except OSError as exc:
@@ -141,6 +142,22 @@ def _open_journal(url: str, workers: int):
     except (ValueError, KeyError, TypeError) as exc:  # json.JSONDecodeError is a ValueError
         raise _refuse(url, f"{str(path)!r} is not an Optuna journal ({exc})") from None
     return storage
+
+
+def _check_journal_head(url: str, path: Path) -> None:
+    """A file that is not empty starts with an Optuna journal record (Optuna
+    skips a broken last line, a write in progress, so a one-line foreign file
+    would only fail later, inside a worker)."""
+    with open(path, "rb") as f:
+        head = f.readline(1 << 20)
+    if not head.strip():
+        return
+    try:
+        record = json.loads(head)
+    except ValueError:
+        record = None
+    if not isinstance(record, dict) or "op_code" not in record:
+        raise _refuse(url, f"{str(path)!r} is not an Optuna journal (its first line is no journal record)")
 
 
 def _journal_workers(url: str, study_dir: Path | None) -> Path:

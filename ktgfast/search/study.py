@@ -292,6 +292,10 @@ def run_worker(settings: SearchSettings, index: int, device: str, threads: int |
                 except BaseException as exc:  # a crash: record it, never leave RUNNING
                     trial.set_user_attr("error", f"{type(exc).__name__}: {exc}")
                     study.tell(trial, state=TrialState.FAIL)
+                    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                        # Stopped by its user, not failed by its graph: it does
+                        # not use up the budget; the next command runs it again.
+                        retry_dead_trial(study, study._storage.get_trial(trial._trial_id))
                     raise
             done += 1
             print(trial_line(study, trial.number, settings.trials,
