@@ -207,3 +207,21 @@ def test_a_nan_on_one_rank_stops_every_rank_at_the_same_step(tmp_path):
     msgs = [torch.load(tmp_path / f"nan{r}.pt") for r in (0, 1)]
     assert msgs[0] == msgs[1]
     assert msgs[0].startswith("NonFiniteLossError") and "at step 2 (epoch 1)" in msgs[0]
+
+
+# ------------------------------------------------------------ scripts/gpu_check.sh
+GPU_CHECK = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "scripts", "gpu_check.sh")
+
+
+def test_gpu_check_script_parses_and_refuses_without_a_gpu(tmp_path):
+    """``bash -n``, and with no GPU visible (CUDA_VISIBLE_DEVICES="" hides any):
+    one line on stderr, exit status 2, no report folder."""
+    assert subprocess.run(["bash", "-n", GPU_CHECK], capture_output=True, text=True).returncode == 0
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "PYTHON": sys.executable}
+    proc = subprocess.run(["bash", GPU_CHECK, str(tmp_path / "report")], env=env, capture_output=True,
+                          text=True)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("gpu_check: FAILED: "), proc.stderr
+    assert "no CUDA GPU visible" in lines[0] or "CPU-only build" in lines[0]
+    assert not (tmp_path / "report").exists()
