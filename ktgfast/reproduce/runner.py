@@ -50,7 +50,9 @@ class RunOptions:
 
     @property
     def root(self) -> Path:
-        return Path(self.out) / "dry-run" if self.dry_run else Path(self.out)
+        """Where the run folders go (absolute: the results table names them)."""
+        out = Path(self.out).resolve()
+        return out / "dry-run" if self.dry_run else out
 
 
 def _is_ssl(recipe: Recipe) -> bool:
@@ -80,7 +82,7 @@ def dry_fields(recipe: Recipe, row: Row) -> dict:
         # one labelled image per class; a labelled batch of 16 keeps the pretraining of a
         # frozen node (one pass over the labelled set, thesis §5.2.3) to a few steps
         out.update(iterations=steps, eval_every=steps, labels_per_class=1, unlabeled_batch_size=4,
-                   batch_size=min(recipe.train.get("batch_size", 64), 16))
+                   batch_size=min(recipe.train.get("batch_size", 64), 16, SOURCES[recipe.dataset].num_classes))
     if row.method in ("self-distill", "ban"):
         g = min(recipe.train.get("generations", 3), DRY_GENERATIONS)
         out.update(generations=g, max_epochs_per_generation=1, epochs=g)
