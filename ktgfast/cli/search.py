@@ -66,7 +66,9 @@ def add(sub, method: str | None = None) -> None:
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="training config override for every trial, e.g. batch_size=128 (repeatable)")
     b = p.add_argument_group("budget and sampler")
-    b.add_argument("--trials", type=int, default=40, help="trials of the study (default: 40)")
+    b.add_argument("--trials", type=int, default=40, help="the study's budget: a command runs trials until the study holds N, finished or "
+                        "running; a second command on the same study runs only what is left "
+                        "(default: 40)")
     b.add_argument("--epochs", type=int, default=8,
                    help="epochs of a trial that is never pruned (default: 8)")
     b.add_argument("--sampler", default="random", choices=["random", "tpe"],
@@ -77,10 +79,11 @@ def add(sub, method: str | None = None) -> None:
                    help="local worker processes (default: one per --devices entry, else 1)")
     w.add_argument("--devices", default=None, metavar="0,1,..",
                    help="e.g. 0,1,2,3 or cuda:0,cuda:1: one worker each (default: none)")
-    w.add_argument("--study", default=None, help="study name (default: SPACE-DATA); the same name resumes")
+    w.add_argument("--study", default=None, help="study name (default: SPACE-DATA); the same name resumes, or joins while it runs")
     w.add_argument("--storage", default=None, metavar="URL",
-                   help="journal:PATH or postgresql://USER@HOST/DB (default: a journal file in the "
-                        "study folder); many machines share one PostgreSQL study")
+                   help="journal:PATH (default: a journal file in the study folder; local workers and "
+                        "commands share it), postgresql://USER@HOST/DB (many machines), or "
+                        "sqlite:///FILE.db (one worker at a time)")
     w.add_argument("--out", default="searches", metavar="DIR",
                    help="folder of study folders (default: searches)")
     r = p.add_argument_group("retraining the best graph")

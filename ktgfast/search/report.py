@@ -39,10 +39,12 @@ class StudyResult:
 
 
 def score(t: optuna.trial.FrozenTrial) -> float | None:
-    """Accuracy at the last epoch reached (completed or stopped)."""
+    """Accuracy at the last epoch reached (completed or pruned).  A failed
+    trial (its worker died; it is retried) or one still running has no score,
+    so a half-finished trial is never the best graph."""
     if t.state == TrialState.COMPLETE:
         return t.value
-    if t.intermediate_values:
+    if t.state == TrialState.PRUNED and t.intermediate_values:
         return t.intermediate_values[max(t.intermediate_values)]
     return None
 
