@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ktgfast.train.metrics import TIMING_COLUMNS
 from ktgfast.cli import main as cli
 from ktgfast.data import get_dataset
 from ktgfast.graph import Edge, Graph, Node
@@ -321,7 +322,7 @@ def test_resume_mid_generation_is_bitwise(tmp_path, data, mode):
     assert sf["param_groups"] == sr["param_groups"]
     assert all(torch.equal(sf["state"][k]["momentum_buffer"], sr["state"][k]["momentum_buffer"])
                for k in sf["state"])
-    timing = {"time_s", "images_per_s", "cum_time_s"}
+    timing = TIMING_COLUMNS
     strip = lambda rows: [{k: v for k, v in r.items() if k not in timing} for r in rows]  # noqa: E731
     assert strip(resumed.history) == strip(full.history)
     assert [r["event"] for r in full.history] == ["improved", "reset(lr=0.005)", "end",

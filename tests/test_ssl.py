@@ -15,6 +15,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ktgfast.train.metrics import TIMING_COLUMNS
 from ktgfast.cli import main as cli
 from ktgfast.data import Augment, RandAugment, get_dataset
 from ktgfast.data.semi import HIDDEN_LABEL, ViewStream, split_labeled
@@ -446,7 +447,7 @@ def test_resume_is_bitwise(tmp_path, data):
     assert resumed.epoch == 1 and resumed.step_t.item() == 3
     resumed.fit()
     assert_states_equal(states(straight), states(resumed))
-    timeless = [{k: v for k, v in r.items() if k not in ("time_s", "images_per_s")}
+    timeless = [{k: v for k, v in r.items() if k not in TIMING_COLUMNS}
                 for r in straight.history + resumed.history]
     assert timeless[:3] == timeless[3:]
 

@@ -21,6 +21,7 @@ import ktgfast.models
 import torch.nn as nn
 import yaml
 
+from ktgfast.train.metrics import TIMING_COLUMNS
 from ktgfast import reference
 from ktgfast.cli import main as cli
 from ktgfast.data import TensorLoader, get_dataset
@@ -361,7 +362,7 @@ def test_cutoff_edges_have_no_effect(tmp_path, data):
         row = tr.fit()
         results.append((states(tr), row))
     assert_states_equal(results[0][0], results[1][0])
-    drop = {"time_s", "images_per_s"}
+    drop = TIMING_COLUMNS
     assert {k: v for k, v in results[0][1].items() if k not in drop} == \
         {k: v for k, v in results[1][1].items() if k not in drop}
 
@@ -427,7 +428,7 @@ def test_resume_continues_bitwise(resumed_runs):
         assert all(torch.equal(x, y) for x, y in zip(bf, br))
     assert [s.state_dict() for s in full.schedulers] == [s.state_dict() for s in resumed.schedulers]
     assert full.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.005)
-    drop = {"time_s", "images_per_s"}
+    drop = TIMING_COLUMNS
     assert {k: v for k, v in full.history[-1].items() if k not in drop} == \
         {k: v for k, v in resumed.history[-1].items() if k not in drop}
 
@@ -761,7 +762,10 @@ def test_every_preset_trains_one_epoch(tmp_path, data28, preset_cache, name):
     frozen = [i for i, n in enumerate(graph.nodes) if n.frozen]
     before = states(tr)
     row = tr.fit()
-    for n in [*graph.node_names(), "ensemble"]:
+    models = [n for n in graph.nodes if not n.is_ensemble]
+    # the mean-of-all-models column only where there is more than one model
+    assert ("val_acc:ensemble" in row) == (len(models) > 1 or "ensemble" in graph.node_names())
+    for n in [*graph.node_names(), *(["ensemble"] if len(models) > 1 else [])]:
         assert 0 <= row[f"val_acc:{n}"] <= 100 and 0 <= row[f"test_acc:{n}"] <= 100
     for i in frozen:
         assert_states_equal([before[i]], [states(tr)[i]])
@@ -896,3 +900,21 @@ def test_config_yaml_holds_resolved_values_and_the_run_ends_with_a_summary(tmp_p
     assert res["models"] == {"a": "cnn_small", "b": "mlp"} and res["total_steps"] == 2 * 6
     out = capsys.readouterr().out
     assert "best epoch" in out and "(by val_acc:a)" in out and f"run folder: {tmp_path / 'run'}" in out
+
+
+def test_console_names_real_models_times_warm_up_apart_and_skips_a_lone_ensemble(tmp_path, data28, capsys):
+    from ktgfast.train.build import model_name
+
+    graph = get_preset("vanilla")  # model auto
+    tr = Trainer(graph, data28, make_config(tmp_path, epochs=2))
+    real = model_name(graph.nodes[0], data28)
+    tr.fit()
+    out = capsys.readouterr().out
+    assert f"student  {real} (auto)  [learns]" in out
+    epochs = [line for line in out.splitlines() if line.startswith("epoch")]
+    assert "(first step " in epochs[0] and "warm-up)" in epochs[0]
+    assert "warm-up" not in epochs[1]  # one warm-up per process
+    rows = tr.history
+    assert rows[0]["warmup_s"] > 0 and "warmup_s" not in rows[1]
+    assert rows[0]["warmup_s"] < rows[0]["time_s"]
+    assert all("val_acc:ensemble" not in r for r in rows) and "val:ensemble" not in out

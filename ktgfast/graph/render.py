@@ -16,7 +16,10 @@ from .spec import Edge, Graph
 from .ssl import dst_view, src_view
 
 
-def summary(graph: Graph) -> str:
+def summary(graph: Graph, models: dict[str, str] | None = None) -> str:
+    """The graph as text.  ``models``: what each node's model resolved to
+    (``auto`` -> the dataset's default), shown beside the name written."""
+    models = models or {}
     lines = [f"graph {graph.name or '(unnamed)'}: {len(graph.nodes)} nodes, "
              f"{len(graph.active_edges())} active edges, target {graph.target_name}, "
              f"reduction {graph.reduction}, id {graph.digest()}"
@@ -33,7 +36,8 @@ def summary(graph: Graph) -> str:
             state = f"EMA of {n.ema_of}"
         extra = f" weights={n.weights}" if n.weights else ""
         opts = f" {n.options}" if n.options else ""
-        lines.append(f"  {n.name:<{w}}  {n.model}{opts}  [{state}]{extra}")
+        model = n.model if models.get(n.name, n.model) == n.model else f"{models[n.name]} ({n.model})"
+        lines.append(f"  {n.name:<{w}}  {model}{opts}  [{state}]{extra}")
     lines.append("edges (src -> dst  loss  gate  T  weight):")
     ws = max([len(LABEL)] + [len(e.src) for e in graph.edges]) if graph.edges else 5
     for e in graph.edges:

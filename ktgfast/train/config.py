@@ -23,7 +23,7 @@ LOADERS = ("auto", "tensor", "torch", "dali")  # = ktgfast.data.LOADER_CHOICES
 MIXUPS = ("none", "beta", "superclass_beta", "superclass_select")
 SUPERCLASS_MIXUPS = ("superclass_beta", "superclass_select")
 # replicate: the whole graph on every rank (data parallel); spread: each rank runs its own nodes
-# on the same batch (node parallel, docs/distributed.md)
+# on the same batch (node parallel, docs/node_parallel.md)
 PLACEMENTS = ("replicate", "spread")
 
 

@@ -10,6 +10,10 @@ from pathlib import Path
 from .checkpoint import atomic_write_text
 
 
+# Wall-clock columns of metrics.csv: they differ between two runs of the same
+# math (a resumed run re-times its first step), everything else must not.
+TIMING_COLUMNS = frozenset({"time_s", "images_per_s", "warmup_s", "cum_time_s"})
+
 _TOLD: set[str] = set()
 
 

@@ -122,6 +122,7 @@ class Trainer:
         # Device-side step counter: progress k / (k_end - 1) reaches 1 at the last step.
         self.step_t = torch.zeros((), dtype=torch.float64, device=self.device)
         self.epoch = 0
+        self._warmed_up = False  # the process's first step is timed apart (train_epoch)
         self.last_eval_s: dict[str, float] = {}
         self.step = steps(self, **options)
         self.total_steps = self.step.total_steps
@@ -263,9 +264,17 @@ class Trainer:
         bar = self._bar(period, total)
         t0 = time.perf_counter()
         done = 0
+        warmup_s = None
         for batch in step.batches(period):
             node_loss = self.train_step(*batch)
             done += 1
+            if done == 1 and not self._warmed_up:
+                # The process's first step also pays for lazy set-up (allocator,
+                # thread pools, kernel selection): timed apart so img/s is the
+                # steady speed.  One host sync per process.
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                warmup_s, self._warmed_up = time.perf_counter() - t0, True
             losses.add(node_loss, self.step_t - 1)
             if done % self.config.log_every == 0 or done == total:
                 self._check_finite(losses, period)
@@ -284,8 +293,12 @@ class Trainer:
             sync_buffers(step.models)
             all_reduce_sum(losses.sum, self.dist.world_size).div_(self.dist.world_size)
         self.epoch = period
+        steady_steps, steady_s = done - (warmup_s is not None), train_time - (warmup_s or 0.0)
         row = {"epoch": period, "step": int(self.step_t.item()), "time_s": round(train_time, 3),
-               "images_per_s": round(done * step.images_per_step / train_time, 1), "lr": lr}
+               "images_per_s": round(steady_steps * step.images_per_step / max(steady_s, 1e-9), 1),
+               "lr": lr}
+        if warmup_s is not None:
+            row["warmup_s"] = round(warmup_s, 3)
         for n, l, learns in zip(step.names, (losses.sum / max(done, 1)).tolist(), step.learning):
             if learns:
                 row[f"train_loss:{n}"] = round(l, 6)
@@ -356,9 +369,11 @@ class Trainer:
             hits[-1] += (zs[real].mean(0).argmax(-1) == y).sum()
         all_reduce_sum(hits, self.dist.world_size)
         acc = (100.0 * hits.double() / len(data.labels)).tolist()
-        # "ensemble": the mean over every model node, unless a node has that name.
+        # "ensemble": the mean over every model node, unless a node has that name
+        # (and none for one model node: it would repeat that node's accuracy).
         out = dict(zip(names, acc[:-1]))
-        out.setdefault("ensemble", acc[-1])
+        if len(real) > 1:
+            out.setdefault("ensemble", acc[-1])
         return out
 
     # ------------------------------------------------------------- checkpoints
@@ -465,7 +480,8 @@ class Trainer:
 def _console(row: dict) -> str:
     accs = "  ".join(f"{k.split('_acc:')[0]}:{k.split(':')[1]} {v:.2f}%" for k, v in row.items()
                      if "_acc:" in k)
-    return f"epoch {row['epoch']:>3}  {row['time_s']:6.1f}s  {row['images_per_s']:8.1f} img/s  {accs}"
+    warm = f" (first step {row['warmup_s']:.1f}s: warm-up)" if "warmup_s" in row else ""
+    return f"epoch {row['epoch']:>3}  {row['time_s']:6.1f}s{warm}  {row['images_per_s']:8.1f} img/s  {accs}"
 
 
 def _yaml(data: dict) -> str:

@@ -8,7 +8,7 @@ method's graph and dataset.  It then provides:
   (one per model), ``learning`` (which train), ``ensembles`` (slot -> member
   slots, averaged at evaluation), ``optimizers`` and ``schedulers``;
 * ``total_steps`` (the progress ``k / (k_end − 1)`` of gates), ``num_periods``
-  and ``steps_in_period(p)``, ``images_per_step``;
+  and ``steps_in_period(p)``, ``images_per_step`` (over all ranks);
 * ``batches(p)``: the argument tuples of ``train_step`` for period ``p``;
 * ``train_step(*batch) -> (len(names),) losses`` on the device, ending in
   the shared ``ktgfast.train.update.update``.
@@ -84,9 +84,12 @@ class Step:
         """Files the method writes into the run folder before training: the
         graph it trains (and its summary on the console)."""
         from ...graph import save_graph, summary
+        from ..build import model_name
 
-        save_graph(self.run.graph, self.run.run_dir / "graph.yaml")
-        self.run._print(summary(self.run.graph))
+        run = self.run
+        save_graph(run.graph, run.run_dir / "graph.yaml")
+        run._print(summary(run.graph, {n.name: model_name(n, run.data) for n in run.graph.nodes
+                                       if not n.is_ensemble}))
 
     def resolved(self) -> dict:
         """What the defaults became for this run (written to config.yaml):

@@ -153,7 +153,7 @@ class DistillStep(Step):
         self.steps_per_epoch = len(self.train_loader)
         self.num_periods = cfg.epochs
         self.total_steps = self.steps_per_epoch * cfg.epochs
-        self.images_per_step = cfg.batch_size
+        self.images_per_step = cfg.batch_size * run.dist.world_size
         self.teachers = [t.to(self.device) for t in teachers.models.values()]
         self.conflicts = torch.zeros(len(self.task_names), len(self.task_names), dtype=torch.long,
                                      device=self.device)

@@ -96,7 +96,7 @@ class KTGStep(Step):
         self.steps_per_epoch = len(self.train_loader)
         self.num_periods = cfg.epochs
         self.total_steps = self.steps_per_epoch * cfg.epochs
-        self.images_per_step = cfg.batch_size
+        self.images_per_step = cfg.batch_size * run.dist.world_size  # every rank its own batch
 
     # ------------------------------------------------------------------ setup
     def _mixup(self, run):

@@ -169,7 +169,7 @@ class SelfDistillStep(Step):
         self.steps_per_epoch = len(self.train_loader)
         self.num_periods = cfg.epochs
         self.total_steps = self.steps_per_epoch * cfg.epochs
-        self.images_per_step = cfg.batch_size
+        self.images_per_step = cfg.batch_size * run.dist.world_size
         n, c = len(data.train.labels), data.num_classes
         self.train_labels = data.train.labels.to(self.device)
         self.uses_bank = self.mode == "self-distill"

@@ -121,8 +121,8 @@ class SemiSupervisedStep(Step):
         self._streams(run)
         self.num_periods = -(-self.iterations // self.eval_every)
         self.total_steps = self.iterations
-        self.images_per_step = cfg.batch_size + (self.unlabeled_batch_size if self.unlabeled_stream
-                                                 else 0)
+        self.images_per_step = run.dist.world_size * (
+            cfg.batch_size + (self.unlabeled_batch_size if self.unlabeled_stream else 0))
 
     def _streams(self, run) -> None:
         """The labelled stream and the unlabelled one."""
