@@ -21,8 +21,8 @@ from typing import Sequence
 import torch
 import torch.nn.functional as F
 
-from ktgfast.edges import (GATES, SCHEDULES, EdgeSpec, GateSource, coef_factors, gate_weight,
-                           schedule_factor)
+from ktgfast.edges import GATES, SCHEDULES, EdgeSpec, GateSource, coef_factors, gate_weight
+from per_edge_loop import host_gate  # the same host-side gate as reference (a) of gated_edge_loss
 
 _GATE_ORDER = sorted(GATES.values(), key=lambda g: g.code)
 
@@ -32,16 +32,6 @@ def _window(center: int, size: int, extent: int) -> tuple[int, int]:
     if size >= extent:
         return 0, extent
     return min(max(center - size // 2, 0), extent - size), size
-
-
-def _host_gate(spec: EdgeSpec, progress: float) -> float:
-    """The progress-only part of the gate and the coefficient schedule, as a
-    Python float (the table's references); per-sample gates are masks."""
-    p = torch.tensor(progress, dtype=torch.float64)
-    factor = float(schedule_factor(spec.coef_schedule.kind, spec.coef_schedule.as_dict(), p))
-    if GATES[spec.gate.kind].per_sample:
-        return factor
-    return factor * float(gate_weight(spec.gate.kind, spec.gate.as_dict(), p, None))
 
 
 def per_sample_loop(
@@ -64,7 +54,7 @@ def per_sample_loop(
         for spec in specs:
             if spec.dst != t or GATES[spec.gate.kind].skip:
                 continue
-            weight = _host_gate(spec, progress)
+            weight = host_gate(spec, progress)
             if weight <= 0:
                 continue
             qs = maps[spec.src].detach()
@@ -113,9 +103,9 @@ class VectorTable:
     schedule: tuple        # (codes (E,) int64, lengths (E,) float64) of the coefficient schedules
 
     @classmethod
-    def build(cls, specs: Sequence[EdgeSpec], dtype=torch.float32) -> "VectorTable":
+    def build(cls, specs: Sequence[EdgeSpec], dtype=torch.float32, device="cpu") -> "VectorTable":
         def col(values, dt):
-            return torch.tensor(values, dtype=dt)
+            return torch.tensor(values, dtype=dt, device=device)
 
         names = {p.name for g in GATES.values() for p in g.params}
         return cls(
@@ -151,8 +141,8 @@ def vectorised(
         kh, kw = min(k, h), min(k, w)
         r0 = (ci - k // 2).clamp(0, h - kh)
         c0 = (cj - k // 2).clamp(0, w - kw)
-        cells = ((r0[..., None, None] + torch.arange(kh)[:, None]) * w
-                 + c0[..., None, None] + torch.arange(kw)).reshape(e, b, kh * kw)
+        cells = ((r0[..., None, None] + torch.arange(kh, device=maps.device)[:, None]) * w
+                 + c0[..., None, None] + torch.arange(kw, device=maps.device)).reshape(e, b, kh * kw)
         u = F.normalize(src_rows.gather(2, cells), dim=-1)
         v = F.normalize(dst_rows.gather(2, cells), dim=-1)
         sq = ((u - v) ** 2).sum(-1)
@@ -162,7 +152,7 @@ def vectorised(
     per = per / len(crop_sizes)
     # gates (E, B): every kind computed by the table's reference, each edge picks its own
     z = logits.detach().to(maps.dtype)
-    ones = torch.ones(e, b, dtype=maps.dtype)
+    ones = torch.ones(e, b, dtype=maps.dtype, device=maps.device)
     p = progress.to(maps.dtype)
     source = GateSource(correct=(z.argmax(-1) == labels)[table.src],
                         max_prob=F.softmax(z, -1).amax(-1)[table.src])
@@ -170,4 +160,4 @@ def vectorised(
     g = kinds.gather(0, table.gate[None, :, None].expand(1, e, b))[0].clamp_min(0)
     coef = table.coef * coef_factors(*table.schedule, progress).to(maps.dtype)
     edge = coef * torch.where(g > 0, g * per, torch.zeros_like(per)).sum(1) / b
-    return torch.zeros(m, dtype=edge.dtype).index_add(0, table.dst, edge)
+    return torch.zeros(m, dtype=edge.dtype, device=edge.device).index_add(0, table.dst, edge)

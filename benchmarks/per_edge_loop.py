@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from ktgfast.edges import GATES, EdgeSpec, GateSource, gate_weight, schedule_factor
 
 
-def _host_gate(spec: EdgeSpec, progress: float) -> float:
+def host_gate(spec: EdgeSpec, progress: float) -> float:
     """Scalar gates as public code computes them: a Python float per step
     (times the edge's coefficient schedule), from the table's reference;
     per-sample gates are masks (below)."""
@@ -62,7 +62,7 @@ def per_edge_loop(
             zs = None if spec.from_label else logits[spec.src].detach()
             T = spec.T
 
-            weight = _host_gate(spec, progress)
+            weight = host_gate(spec, progress)
             if weight == 0:
                 continue
             mask = None

@@ -30,7 +30,6 @@ Run by path (``testpaths`` excludes this folder):
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 
 import pytest
@@ -41,11 +40,12 @@ pytest.importorskip("pytest_benchmark")
 from ktgfast import ops, reference  # noqa: E402
 from ktgfast.edges import AttentionEdgeTable, EdgeSpec  # noqa: E402
 from attention_crop_baselines import VectorTable, per_sample_loop, vectorised  # noqa: E402
-from interleave import record, time_interleaved  # noqa: E402
+from interleave import DEVICE, Groups, Prepared, fused, guarded, per_node, record  # noqa: E402
+from ktgfast.bench.timing import Budget  # noqa: E402
 
 SUITE = {  # read by ktgfast.bench (ast.literal_eval: literals only)
     "name": "attention_crop",
-    "title": "attention_crop_loss, forward + backward (CPU)",
+    "title": "attention_crop_loss, forward + backward",
     "ktgfast": "ktgfast",
     "references": {"per_sample_loop": "(a) per-sample loop", "vectorised": "(b) vectorised"},
     "goals": [{"group": "abn16 mixed M=4", "ref": "per_sample_loop", "min": 10.0},
@@ -60,7 +60,6 @@ if not ops.extension_available():
 B = 128
 C = 100
 SECONDS = float(os.environ.get("KTGFAST_BENCH_SECONDS", "1.0"))
-MIN_ROUNDS, MAX_ROUNDS = 5, 1000
 PROGRESS = 0.3  # k / k_end: the linear gate's weight
 
 
@@ -122,65 +121,34 @@ def make_inputs(case: Case):
     return maps, logits, labels
 
 
-@dataclass
-class Prepared:
-    fn: object      # the timed callable: forward + backward of all edges
-    result: object  # () -> (node_loss, grad) of one call, for the guard
-
-
 def prepare(impl: str, case: Case, maps, logits, labels) -> Prepared:
     specs = case.specs()
-    progress = torch.tensor(PROGRESS, dtype=torch.float64)
+    progress = torch.tensor(PROGRESS, dtype=torch.float64, device=maps.device)
 
     if impl == "per_sample_loop":
         leaves = [maps[t].clone().requires_grad_() for t in range(case.M)]
         node_logits = [logits[t] for t in range(case.M)]
-
-        def fn():
-            for q in leaves:
-                q.grad = None
-            return per_sample_loop(leaves, node_logits, labels, specs, PROGRESS, case.crops)
-
-        def result():
-            losses = fn()
-            node = torch.stack([torch.as_tensor(l, dtype=torch.float32).detach() for l in losses])
-            grad = torch.stack([q.grad if q.grad is not None else torch.zeros_like(q) for q in leaves])
-            return node, grad
-
-        return Prepared(fn, result)
-
-    q = maps.clone().requires_grad_()
+        return per_node(leaves, lambda: per_sample_loop(leaves, node_logits, labels, specs, PROGRESS, case.crops))
     if impl == "vectorised":
-        table = VectorTable.build(specs)  # built once, outside the timed region
+        table = VectorTable.build(specs, device=maps.device)  # built once, outside the timed region
 
         def loss(q):
             return vectorised(q, logits, labels, table, progress, case.crops)
     elif impl == "ktgfast":
-        table = AttentionEdgeTable(specs, case.M)
+        table = AttentionEdgeTable(specs, case.M, device=maps.device)
 
         def loss(q):
             return ops.attention_crop_loss(q, logits, labels, table, progress, case.crops).node_loss
     else:
         raise ValueError(impl)
-
-    def fn():
-        q.grad = None
-        node = loss(q)
-        node.sum().backward()
-        return node
-
-    def result():
-        node = fn()
-        return node.detach(), q.grad
-
-    return Prepared(fn, result)
+    return fused(maps.clone().requires_grad_(), loss)
 
 
 def expected(case: Case, maps, logits, labels):
     """ktgfast's node losses and gradient; ktgfast itself checked in float64
     against the reference on a slice of the batch (the reference is slow)."""
     specs = case.specs()
-    progress = torch.tensor(PROGRESS, dtype=torch.float64)
+    progress = torch.tensor(PROGRESS, dtype=torch.float64, device=maps.device)
     q = maps.clone().requires_grad_()
     node = ops.attention_crop_loss(q, logits, labels, specs, progress, case.crops).node_loss
     node.sum().backward()
@@ -197,42 +165,18 @@ def expected(case: Case, maps, logits, labels):
     return node.detach(), q.grad
 
 
-def rounds_for(fn) -> int:
-    """Rounds that fill about SECONDS of timed work (measured on warm calls)."""
-    t0 = time.perf_counter()
-    n = 0
-    while n < 3 or time.perf_counter() - t0 < 0.05:
-        fn()
-        n += 1
-    per_call = (time.perf_counter() - t0) / n
-    return int(min(MAX_ROUNDS, max(MIN_ROUNDS, SECONDS / per_call)))
+# the per-sample loop takes ~1 s a call: rounds follow it, faster rows repeat within a round
+GROUPS = Groups(Budget(seconds=SECONDS, min_rounds=5, max_rounds=1000, warmup_rounds=2, probe_calls=3,
+                       max_repeats=10))
 
 
-_GROUPS: dict[str, dict] = {}  # case id -> {"samples": ..., "info": ...}, timed once per group
-
-
-def group_timings(case: Case) -> dict:
-    """All implementations of one case, checked, then timed interleaved
-    (``interleave.time_interleaved``); the first test of a case pays for the
-    whole group, the others read their samples."""
-    if case.id in _GROUPS:
-        return _GROUPS[case.id]
-    maps, logits, labels = make_inputs(case)
-    want_node, want_grad = expected(case, maps, logits, labels)
-    preps, info = {}, {}
-    for impl in IMPLS:
-        prep = prepare(impl, case, maps, logits, labels)
-        t0 = time.perf_counter()
-        node, grad = prep.result()
-        first_call_s = time.perf_counter() - t0
-        # Correctness guard: never time an implementation that disagrees with ktgfast.
-        torch.testing.assert_close(node, want_node, rtol=1e-4, atol=1e-6, msg=lambda m: f"{impl}: {m}")
-        torch.testing.assert_close(grad, want_grad, rtol=1e-4, atol=1e-7, msg=lambda m: f"{impl}: {m}")
-        preps[impl], info[impl] = prep, {"first_call_s": round(first_call_s, 4)}
-    rounds = min(rounds_for(p.fn) for p in preps.values())  # the slowest one's budget; also the warm-up
-    samples = time_interleaved({i: p.fn for i, p in preps.items()}, rounds, warmup_rounds=2)
-    _GROUPS[case.id] = {"samples": samples, "info": info}
-    return _GROUPS[case.id]
+def prepare_group(case: Case):
+    """Every implementation of one case, checked against ktgfast (node losses
+    and gradients) before it may be timed."""
+    maps, logits, labels = (t.to(DEVICE) for t in make_inputs(case))
+    want = expected(case, maps, logits, labels)
+    preps = {impl: prepare(impl, case, maps, logits, labels) for impl in IMPLS}
+    return guarded(preps, want, rtol=1e-4, atol=(1e-6, 1e-7))
 
 
 @pytest.mark.parametrize(
@@ -241,11 +185,9 @@ def group_timings(case: Case) -> dict:
     ids=[f"{c.id}-{i}" for c in CASES for i in IMPLS],
 )
 def test_attention_crop_fwd_bwd(benchmark, case: Case, impl: str):
-    timings = group_timings(case)
+    timing, info = GROUPS.get(case.id, lambda: prepare_group(case))
     benchmark.group = case.group
-    benchmark.extra_info.update(
-        impl=impl, net=case.net, variant=case.variant, M=case.M, B=B, H=case.hw, W=case.hw,
-        crops=list(case.crops), edges=len(case.specs()), threads=torch.get_num_threads(), interleaved=True,
-        **timings["info"][impl],
-    )
-    record(benchmark, timings["samples"][impl])
+    benchmark.extra_info.update(net=case.net, variant=case.variant, M=case.M, B=B, H=case.hw, W=case.hw,
+                                crops=list(case.crops), edges=len(case.specs()),
+                                threads=torch.get_num_threads())
+    record(benchmark, timing, info, impl)

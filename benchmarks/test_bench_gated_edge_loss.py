@@ -28,7 +28,6 @@ Run by path (``testpaths`` excludes this folder):
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 
 import pytest
@@ -38,12 +37,13 @@ pytest.importorskip("pytest_benchmark")
 
 from ktgfast import ops, reference  # noqa: E402
 from ktgfast.edges import EdgeSpec, EdgeTable  # noqa: E402
-from interleave import record, time_interleaved  # noqa: E402  (benchmarks/ is on sys.path via conftest)
+from interleave import DEVICE, Groups, Prepared, fused, guarded, per_node, record  # noqa: E402  (on sys.path: conftest)
+from ktgfast.bench.timing import Budget  # noqa: E402
 from per_edge_loop import per_edge_loop  # noqa: E402
 
 SUITE = {  # read by ktgfast.bench (ast.literal_eval: literals only)
     "name": "gated_edge_loss",
-    "title": "gated_edge_loss, forward + backward of every edge (CPU)",
+    "title": "gated_edge_loss, forward + backward of every edge",
     "ktgfast": "ktgfast",
     "references": {"per_edge_loop": "(a) per-edge loop", "reference": "(b) reference",
                    "reference_compiled": "(c) compiled reference"},
@@ -56,7 +56,6 @@ if not ops.extension_available():
 
 B = 128
 SECONDS = float(os.environ.get("KTGFAST_BENCH_SECONDS", "1.0"))
-MIN_ROUNDS, MAX_ROUNDS = 5, 1000
 PROGRESS = 0.3  # k / k_end; linear gate 0.3, sine gate (f=1) 0.976
 
 
@@ -113,69 +112,41 @@ def make_inputs(case: Case):
     return logits, labels
 
 
-@dataclass
-class Prepared:
-    fn: object        # the timed callable: forward + backward of all edges
-    result: object    # () -> (node_loss, grad) of one call, for the guard
-
-
 def prepare(impl: str, case: Case, logits: torch.Tensor, labels: torch.Tensor) -> Prepared:
     specs = case.specs()
-    table = EdgeTable(specs, case.M)  # built once, outside the timed region
-    progress = torch.tensor(PROGRESS, dtype=torch.float64)
+    table = EdgeTable(specs, case.M, device=logits.device)  # built once, outside the timed region
+    progress = torch.tensor(PROGRESS, dtype=torch.float64, device=logits.device)
 
     if impl == "per_edge_loop":
         leaves = [logits[t].clone().requires_grad_() for t in range(case.M)]
-
-        def fn():
-            for z in leaves:
-                z.grad = None
-            return per_edge_loop(leaves, labels, specs, PROGRESS)
-
-        def result():
-            losses = fn()
-            node = torch.stack([torch.as_tensor(l, dtype=torch.float32).detach() for l in losses])
-            grad = torch.stack([z.grad if z.grad is not None else torch.zeros_like(z) for z in leaves])
-            return node, grad
-
-        return Prepared(fn, result)
-
-    z = logits.clone().requires_grad_()
+        return per_node(leaves, lambda: per_edge_loop(leaves, labels, specs, PROGRESS))
     if impl == "reference":
-        def loss(z, y, p):
-            return reference.gated_edge_loss(z, y, table, p).node_loss
+        def loss(z):
+            return reference.gated_edge_loss(z, labels, table, progress).node_loss
     elif impl == "reference_compiled":
         torch._dynamo.reset()  # fresh cache per graph: no recompile limit, no dynamic shapes
 
         def ref(z, y, p):
             return reference.gated_edge_loss(z, y, table, p).node_loss
 
-        loss = torch.compile(ref, dynamic=False)
+        compiled = torch.compile(ref, dynamic=False)
+
+        def loss(z):
+            return compiled(z, labels, progress)
     elif impl == "ktgfast":
-        def loss(z, y, p):
-            return ops.gated_edge_loss(z, y, table, p).node_loss
+        def loss(z):
+            return ops.gated_edge_loss(z, labels, table, progress).node_loss
     else:
         raise ValueError(impl)
-
-    def fn():
-        z.grad = None
-        node = loss(z, labels, progress)
-        node.sum().backward()
-        return node
-
-    def result():
-        node = fn()
-        return node.detach(), z.grad
-
-    return Prepared(fn, result)
+    return fused(logits.clone().requires_grad_(), loss)
 
 
 def expected(case: Case, logits, labels):
     """ktgfast's node losses and gradient; ktgfast itself checked in float64."""
     specs = case.specs()
-    progress = torch.tensor(PROGRESS, dtype=torch.float64)
+    progress = torch.tensor(PROGRESS, dtype=torch.float64, device=logits.device)
     z = logits.clone().requires_grad_()
-    node = ops.gated_edge_loss(z, labels, EdgeTable(specs, case.M), progress).node_loss
+    node = ops.gated_edge_loss(z, labels, EdgeTable(specs, case.M, device=logits.device), progress).node_loss
     node.sum().backward()
     z64 = logits.double().requires_grad_()
     node64 = reference.gated_edge_loss(z64, labels, specs, progress).node_loss
@@ -185,43 +156,16 @@ def expected(case: Case, logits, labels):
     return node.detach(), z.grad
 
 
-def rounds_for(fn) -> int:
-    """Rounds that fill about SECONDS of timed work (measured on warm calls)."""
-    t0 = time.perf_counter()
-    n = 0
-    while n < 3 or time.perf_counter() - t0 < 0.05:
-        fn()
-        n += 1
-    per_call = (time.perf_counter() - t0) / n
-    return int(min(MAX_ROUNDS, max(MIN_ROUNDS, SECONDS / per_call)))
+GROUPS = Groups(Budget(seconds=SECONDS, min_rounds=5, max_rounds=1000, warmup_rounds=2, probe_calls=3))
 
 
-_GROUPS: dict[str, dict] = {}  # case id -> {"samples": ..., "info": ...}, timed once per group
-
-
-def group_timings(case: Case) -> dict:
-    """All implementations of one case, checked, then timed interleaved
-    (``interleave.time_interleaved``); the first test of a case pays for the
-    whole group, the others read their samples."""
-    if case.id in _GROUPS:
-        return _GROUPS[case.id]
-    logits, labels = make_inputs(case)
-    want_node, want_grad = expected(case, logits, labels)
-    preps, info = {}, {}
-    for impl in IMPLS:
-        prep = prepare(impl, case, logits, labels)
-        t0 = time.perf_counter()
-        node, grad = prep.result()  # first call: compiles (c), warms caches
-        first_call_s = time.perf_counter() - t0
-        # Correctness guard: never time an implementation that disagrees with ktgfast.
-        torch.testing.assert_close(node, want_node, rtol=1e-4, atol=1e-5, msg=lambda m: f"{impl}: {m}")
-        torch.testing.assert_close(grad, want_grad, rtol=1e-4, atol=1e-6, msg=lambda m: f"{impl}: {m}")
-        preps[impl], info[impl] = prep, {"first_call_s": round(first_call_s, 4)}
-    # rounds: the budget of the slowest implementation (also the warm-up)
-    rounds = min(rounds_for(p.fn) for p in preps.values())
-    samples = time_interleaved({i: p.fn for i, p in preps.items()}, rounds, warmup_rounds=2)
-    _GROUPS[case.id] = {"samples": samples, "info": info}
-    return _GROUPS[case.id]
+def prepare_group(case: Case):
+    """Every implementation of one case, checked against ktgfast (node losses
+    and gradients) before it may be timed."""
+    logits, labels = (t.to(DEVICE) for t in make_inputs(case))
+    want = expected(case, logits, labels)
+    preps = {impl: prepare(impl, case, logits, labels) for impl in IMPLS}
+    return guarded(preps, want, rtol=1e-4, atol=(1e-5, 1e-6))
 
 
 @pytest.mark.parametrize(
@@ -230,11 +174,8 @@ def group_timings(case: Case) -> dict:
     ids=[f"{c.id}-{i}" for c in CASES for i in IMPLS],
 )
 def test_gated_edge_loss_fwd_bwd(benchmark, case: Case, impl: str):
-    timings = group_timings(case)
+    timing, info = GROUPS.get(case.id, lambda: prepare_group(case))
     benchmark.group = case.group
-    benchmark.extra_info.update(
-        impl=impl, variant=case.variant, M=case.M, B=B, C=case.C,
-        edges=len(case.specs()), threads=torch.get_num_threads(), interleaved=True,
-        **timings["info"][impl],
-    )
-    record(benchmark, timings["samples"][impl])
+    benchmark.extra_info.update(variant=case.variant, M=case.M, B=B, C=case.C, edges=len(case.specs()),
+                                threads=torch.get_num_threads())
+    record(benchmark, timing, info, impl)

@@ -1,5 +1,6 @@
-"""PCGrad of K = 5 gradients of ResNet-18's size on the CPU: ktgfast vs the
-per-pair loop of public PCGrad implementations, measured in the same run.
+"""PCGrad of K = 5 gradients of ResNet-18's size: ktgfast vs the per-pair
+loop of public PCGrad implementations, measured in the same run (on the CPU,
+or on the GPU with ``ktgfast bench --device cuda``).
 
 Implementations, one benchmark group per input so they sit side by side:
 
@@ -44,13 +45,14 @@ import torch
 
 pytest.importorskip("pytest_benchmark")
 
-from interleave import record, time_interleaved  # noqa: E402  (benchmarks/ is on sys.path via conftest)
+from interleave import DEVICE, Groups, record  # noqa: E402  (benchmarks/ is on sys.path via conftest)
+from ktgfast.bench.timing import Budget  # noqa: E402
 from ktgfast import ops, reference  # noqa: E402
 from ktgfast.models import build_model  # noqa: E402
 
 SUITE = {  # read by ktgfast.bench (ast.literal_eval: literals only)
     "name": "pcgrad",
-    "title": "pcgrad of K = 5 ResNet-18-sized gradients (CPU)",
+    "title": "pcgrad of K = 5 ResNet-18-sized gradients",
     "ktgfast": "ktgfast",
     "references": {"per_pair_loop": "(a) per-pair loop", "gram_torch": "(c) Gram in torch"},
     "goals": [],  # no issue set a ratio goal for pcgrad; the report shows the ratios only
@@ -62,7 +64,6 @@ if not ops.extension_available():
 K = 5
 FLAT_P = 11_000_000
 SECONDS = float(os.environ.get("KTGFAST_BENCH_SECONDS", "1.0"))
-MIN_ROUNDS, MAX_ROUNDS = 5, 1000
 CASES = ["flat", "resnet18"]
 IMPLS = ["per_pair_loop", "gram_torch", "ktgfast"]
 
@@ -129,7 +130,7 @@ def gram_torch(grads, orders):
             if dot < 0 and gram[j][j] > 0:
                 a[j] -= dot / gram[j][j]
         weights = [w + x for w, x in zip(weights, a)]
-    w = torch.tensor(weights, dtype=parts[0].dtype)
+    w = torch.tensor(weights, dtype=parts[0].dtype, device=parts[0].device)
     out = [(w @ p).view(g.shape[1:]) for p, g in zip(parts, grads)] if as_list else [w @ grads]
     return out if as_list else out[0]
 
@@ -165,44 +166,32 @@ def check(update, grads, order) -> float:
     return err
 
 
-def rounds_for(fn) -> int:
-    """Rounds that fill about SECONDS of timed work (measured on warm calls)."""
-    t0 = time.perf_counter()
-    n = 0
-    while n < 2 or time.perf_counter() - t0 < 0.05:
-        fn()
-        n += 1
-    per_call = (time.perf_counter() - t0) / n
-    return int(min(MAX_ROUNDS, max(MIN_ROUNDS, SECONDS / per_call)))
-
-
 @pytest.fixture(scope="module")
 def inputs():
-    return {case: make_grads(case) for case in CASES}
+    return {case: to_device(make_grads(case)) for case in CASES}
 
 
-_GROUPS: dict[str, dict] = {}  # case -> {"samples": ..., "info": ...}, timed once per group
+def to_device(grads):
+    return grads.to(DEVICE) if isinstance(grads, torch.Tensor) else [g.to(DEVICE) for g in grads]
 
 
-def group_timings(inputs, case: str) -> dict:
-    """All implementations of one input, checked, then timed interleaved
-    (``interleave.time_interleaved``); the first test of a case pays for the
-    whole group, the others read their samples."""
-    if case in _GROUPS:
-        return _GROUPS[case]
-    grads = inputs[case]
+# the per-pair loop takes ~1 s a call: rounds follow it, ktgfast repeats within a round for more samples
+GROUPS = Groups(Budget(seconds=SECONDS, min_rounds=5, max_rounds=1000, warmup_rounds=1, probe_calls=2,
+                       max_repeats=10))
+
+
+def prepare_group(grads) -> tuple[dict, dict]:
+    """Every implementation of one input, checked against the float64
+    reference with one fixed order before it may be timed."""
     order = ops.pcgrad_order(K, "random", 123)
-    timed, info = {}, {}
+    fns, info = {}, {}
     for impl in IMPLS:
         fn, checked = prepare(impl, grads)
         t0 = time.perf_counter()
         err = check(checked(order), grads, order)  # never time a wrong implementation
-        timed[impl] = fn
+        fns[impl] = fn
         info[impl] = {"first_call_s": round(time.perf_counter() - t0, 4), "max_abs_err_vs_float64": err}
-    rounds = min(rounds_for(fn) for fn in timed.values())  # the slowest one's budget; also the warm-up
-    samples = time_interleaved(timed, rounds, warmup_rounds=1)
-    _GROUPS[case] = {"samples": samples, "info": info}
-    return _GROUPS[case]
+    return fns, info
 
 
 @pytest.mark.parametrize(
@@ -210,15 +199,12 @@ def group_timings(inputs, case: str) -> dict:
 )
 def test_pcgrad(benchmark, inputs, case: str, impl: str):
     grads = inputs[case]
-    timings = group_timings(inputs, case)
+    timing, info = GROUPS.get(case, lambda: prepare_group(grads))
     numel = grads.numel() if case == "flat" else sum(g.numel() for g in grads)
     benchmark.group = f"{case} K={K} P={numel // K}"
-    benchmark.extra_info.update(
-        impl=impl, case=case, K=K, P=numel // K,
-        tensors=1 if case == "flat" else len(grads), threads=torch.get_num_threads(), interleaved=True,
-        **timings["info"][impl],
-    )
-    record(benchmark, timings["samples"][impl])
+    benchmark.extra_info.update(case=case, K=K, P=numel // K, tensors=1 if case == "flat" else len(grads),
+                                threads=torch.get_num_threads())
+    record(benchmark, timing, info, impl)
 
 
 if __name__ == "__main__":  # old command: the report of a saved run

@@ -1,6 +1,9 @@
-"""Training-step throughput: a 3-node ResNet-20 DML graph (all Through), CPU,
+"""Training-step throughput: a 3-node ResNet-20 DML graph (all Through),
 batch 64, CIFAR-100-shaped data, against a trainer in the style of the public
-KTG code, measured in the same run.
+KTG code, measured in the same run: all five trainers are built side by side
+and their steps timed interleaved (``interleave.py``), one warm-up round
+(compilation) first, then ``KTGFAST_BENCH_ROUNDS`` (default 5) rounds of
+``KTGFAST_BENCH_STEPS`` (default 2) steps each.
 
 Rows (group "train-step"):
   public_style_fp32  per-edge F.kl_div / cross_entropy with an ``.item()`` per
@@ -22,6 +25,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from interleave import DEVICE, Groups, record  # benchmarks/ is on sys.path via conftest
+from ktgfast.bench.timing import Budget
 from ktgfast.data import get_dataset
 from ktgfast.graph import get_preset
 from ktgfast.models import build_model
@@ -29,7 +34,7 @@ from ktgfast.train import TrainConfig, Trainer
 
 SUITE = {  # read by ktgfast.bench (ast.literal_eval: literals only)
     "name": "train_step",
-    "title": "train step, 3x ResNet-20 DML, batch 64 (CPU)",
+    "title": "train step, 3x ResNet-20 DML, batch 64",
     "ktgfast": "ktgfast_fp32",
     "ktgfast_label": "ktgfast, fp32 (headline)",
     "references": {"public_style_fp32": "public-style trainer, fp32"},
@@ -43,7 +48,7 @@ BATCH = 64
 NODES = 3
 CLASSES = 100
 STEPS = int(os.environ.get("KTGFAST_BENCH_STEPS", 2))  # steps per timed round
-ROUNDS = int(os.environ.get("KTGFAST_BENCH_ROUNDS", 3))
+ROUNDS = int(os.environ.get("KTGFAST_BENCH_ROUNDS", 5))
 
 
 @pytest.fixture(scope="module")
@@ -57,13 +62,13 @@ def batch(data):
     torch.manual_seed(0)
     x = torch.randn(BATCH, 3, 32, 32)
     y = torch.randint(0, CLASSES, (BATCH,))
-    return x, y
+    return x.to(DEVICE), y.to(DEVICE)
 
 
 def make_trainer(data, tmp_path, **cfg):
     graph = get_preset("dml", k=NODES, model="resnet20", peer="sum")
     config = TrainConfig(epochs=1, batch_size=BATCH, lr=0.01, out=str(tmp_path), tensorboard=False,
-                         eval_splits=[], augment="none", **cfg)
+                         eval_splits=[], augment="none", device=DEVICE, **cfg)
     return Trainer(graph, data, config)
 
 
@@ -96,36 +101,40 @@ class PublicStyleTrainer:
             opt.step()
 
 
-def _run(benchmark, step, x, y, impl, rows=BATCH * STEPS):
+VARIANTS = {"fp32": {}, "bf16": {"amp": "bf16"}, "channels_last": {"channels_last": True},
+            "compile": {"compile": True}}
+IMPLS = ["public_style_fp32", *(f"ktgfast_{v}" for v in VARIANTS)]
+GROUPS = Groups(Budget(rounds=ROUNDS, warmup_rounds=1))  # the warm-up round compiles
+
+
+def steps(step, x, y):
     def go():
         for _ in range(STEPS):
             step(x, y)
-
-    go()  # warm-up (and compilation)
-    benchmark.group = "train-step (3x ResNet-20 DML, batch 64, CPU)"
-    benchmark.extra_info.update(impl=impl, images_per_round=rows)
-    benchmark.pedantic(go, rounds=ROUNDS, iterations=1)
-    benchmark.extra_info["images_per_s"] = rows / benchmark.stats.stats.median
+    return go
 
 
-def test_public_style_fp32(benchmark, batch):
+def prepare_group(data, batch, out_dir) -> tuple[dict, dict]:
+    """The public-style trainer and every ktgfast variant, built side by side
+    so that their steps can be timed interleaved."""
+    x, y = batch
     torch.manual_seed(0)
-    models = [build_model("resnet20", CLASSES) for _ in range(NODES)]
+    models = [build_model("resnet20", CLASSES).to(DEVICE) for _ in range(NODES)]
     for m in models:
         m.train()
-    trainer = PublicStyleTrainer(models)
-    _run(benchmark, trainer.step, *batch, impl="public_style_fp32")
+    fns = {"public_style_fp32": steps(PublicStyleTrainer(models).step, x, y)}
+    for variant, cfg in VARIANTS.items():
+        trainer = make_trainer(data, out_dir / variant, **cfg)
+        for m in trainer.models:
+            m.train()
+        xv = x.contiguous(memory_format=torch.channels_last) if variant == "channels_last" else x
+        fns[f"ktgfast_{variant}"] = steps(trainer.train_step, xv, y)
+    return fns, {impl: {"images_per_round": BATCH * STEPS, "steps_per_round": STEPS} for impl in fns}
 
 
-@pytest.mark.parametrize("variant", ["fp32", "bf16", "channels_last", "compile"])
-def test_ktgfast(benchmark, data, batch, tmp_path, variant):
-    cfg = {"fp32": {}, "bf16": {"amp": "bf16"}, "channels_last": {"channels_last": True},
-           "compile": {"compile": True}}[variant]
-    trainer = make_trainer(data, tmp_path, **cfg)
-    for m in trainer.models:
-        m.train()
-    x, y = batch
-    if variant == "channels_last":
-        x = x.contiguous(memory_format=torch.channels_last)
-    benchmark.name = f"ktgfast_{variant}"
-    _run(benchmark, trainer.train_step, x, y, impl=f"ktgfast_{variant}")
+@pytest.mark.parametrize("impl", IMPLS)
+def test_train_step(benchmark, data, batch, tmp_path_factory, impl):
+    timing, info = GROUPS.get("train-step", lambda: prepare_group(data, batch, tmp_path_factory.mktemp("runs")))
+    benchmark.group = f"train-step (3x ResNet-20 DML, batch {BATCH}, {DEVICE})"
+    benchmark.name = impl
+    record(benchmark, timing, info, impl)

@@ -44,6 +44,8 @@ def collect(device: str = "cpu") -> dict:
     import ktgfast
     from ktgfast import ops
 
+    from .timing import TIMERS
+
     build, so_sha = None, None
     if ops.extension_available():
         if hasattr(ops._C, "build_info"):
@@ -57,6 +59,8 @@ def collect(device: str = "cpu") -> dict:
         "build_info": build,
         "extension_sha256": so_sha,
         "device": device,
+        "timer": TIMERS[device.split(":", 1)[0]].name,      # what the suites' clock was
+        "memory": TIMERS[device.split(":", 1)[0]].memory,   # what the peak-memory column means
         "cpu_model": model,
         "isa": isa,
         "logical_cores": os.cpu_count(),

@@ -1,17 +1,15 @@
 """The report of one suite's pytest-benchmark JSON: per group every
-implementation's median and IQR, the ratio reference / ktgfast (> 1: ktgfast
-faster), the suite's goals met or missed, and warnings on noise."""
+implementation's median and IQR (and peak memory where the run measured it),
+the ratio reference / ktgfast (> 1: ktgfast faster), the suite's goals met or
+missed, notes (what was timed, bf16) and warnings on noise (``notes.py``)."""
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 
-from .machine import native_bf16
+from .notes import bf16_notes, timing_notes, warnings_of
 from .suites import Suite
-
-WIDE_IQR = 0.2  # IQR / median above which a row is flagged as noisy
-
 
 @dataclass
 class Row:
@@ -20,6 +18,8 @@ class Row:
     median: float
     iqr: float
     rounds: int
+    peak_bytes: int | None = None  # peak memory of a call, where the timer measured it
+    interleaved: bool = False
 
 
 @dataclass
@@ -41,6 +41,7 @@ class SuiteReport:
     goals: list[GoalResult] = field(default_factory=list)
     unrecognised: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # explanations (bf16), not warnings
 
     @property
     def missed(self) -> bool:
@@ -63,8 +64,9 @@ def impl_of(bench: dict) -> str:
 def rows_of(data: dict) -> dict[str, dict[str, Row]]:
     groups: dict[str, dict[str, Row]] = {}
     for b in data.get("benchmarks", []):
-        st = b["stats"]
-        r = Row(b.get("group") or "", impl_of(b), st["median"], st.get("iqr", 0.0), st.get("rounds", 0))
+        st, extra = b["stats"], b.get("extra_info") or {}
+        r = Row(b.get("group") or "", impl_of(b), st["median"], st.get("iqr", 0.0), st.get("rounds", 0),
+                extra.get("peak_memory_bytes"), bool(extra.get("interleaved")))
         groups.setdefault(r.group, {})[r.impl] = r
     return groups
 
@@ -99,43 +101,32 @@ def machine_line(data: dict) -> str:
     isa = ",".join(k.get("isa") or []) or "none of avx2/avx512f/avx512_bf16/amx"
     gpu = f", GPU {k['gpu']} (CUDA {k.get('cuda_version')})" if k.get("gpu") else ""
     return (f"{k.get('cpu_model', '?')} [{isa}], {k.get('usable_cores', '?')} cores, "
-            f"{k.get('torch_threads', '?')} torch threads, torch {k.get('torch_version', '?')}{gpu}, "
+            f"{k.get('torch_threads', '?')} torch thread{'' if k.get('torch_threads') == 1 else 's'}, torch {k.get('torch_version', '?')}{gpu}, "
             f"ktgfast {k.get('version', '?')} ({build.get('compiler', '?')}, openmp={build.get('openmp', '?')}), "
             f"device {k.get('device', '?')}; load average {k.get('load_average_at_start')} -> "
             f"{k.get('load_average_at_end')}; {data.get('datetime', '')}")
 
 
-def _warnings(suite: Suite, data: dict, groups) -> list[str]:
-    k = (data.get("machine_info") or {}).get("ktgfast", {})
-    out = []
-    cores = k.get("usable_cores")
-    loads = [x[0] for x in (k.get("load_average_at_start"), k.get("load_average_at_end")) if x]
-    if cores and loads and max(loads) > cores:
-        out.append(f"load average {max(loads):.2f} > {cores} cores: other work shared the CPU, ratios are noisy")
-    for g, med in groups.items():
-        for r in med.values():
-            if r.median > 0 and r.iqr / r.median > WIDE_IQR:
-                out.append(f"wide IQR in '{g}' / {r.impl}: {r.iqr / r.median:.0%} of the median")
-    present = {i for med in groups.values() for i in med}
-    isa = k.get("isa")
-    for impl in suite.bf16:
-        if impl in present and isa is not None and not native_bf16(isa):
-            out.append(f"{impl}: this CPU has neither avx512_bf16 nor AMX, so bf16 is emulated "
-                       "(converted to fp32 around each op): its speed against fp32 depends on the CPU's fp32 kernels "
-                       "(this project has seen 1.6x faster to 15x slower); not an error")
-    return out
+def _mib(b: int | None) -> str:
+    return "–" if b is None else f"{b / 2**20:.1f}"
 
 
 def report_suite(suite: Suite, data: dict, old: dict | None = None, markdown: bool = False) -> SuiteReport:
     groups = rows_of(data)
     old_groups = rows_of(old) if old else {}
-    lines = [f"## {suite.title} ({suite.name})" if markdown else f"== {suite.title} ({suite.name}) ==",
-             "", f"Machine: {machine_line(data)}", "",
+    about = timing_notes(data, groups)
+    if markdown:  # one paragraph each
+        about = [x for line in about for x in (line, "")][:-1]
+    with_memory = any(r.peak_bytes is not None for med in groups.values() for r in med.values())
+    lines = [f"### {suite.title} (`{suite.name}`)" if markdown else f"== {suite.title} ({suite.name}) ==",
+             "", f"Machine: {machine_line(data)}", "", *about, "",
              "Median and IQR per implementation; ratio = its median / ktgfast's (> 1: ktgfast faster).", ""]
     unrecognised = []
     for g, med in groups.items():
         k = med.get(suite.ktgfast)
         head = ["implementation", "median ms", "IQR ms", "rounds", "ratio to ktgfast"]
+        if with_memory:
+            head.append("peak MiB")
         if old:
             head.append("vs baseline")
         body = []
@@ -147,6 +138,8 @@ def report_suite(suite: Suite, data: dict, old: dict | None = None, markdown: bo
                 label = f"{impl} (not declared in SUITE)"
             ratio = f"{r.median / k.median:.2f}×" if k and k.median > 0 else "–"
             cells = [label, _ms(r.median), _ms(r.iqr), str(r.rounds), ratio]
+            if with_memory:
+                cells.append(_mib(r.peak_bytes))
             if old:
                 o = old_groups.get(g, {}).get(impl)
                 cells.append(f"{(r.median / o.median - 1) * 100:+.1f}%" if o and o.median > 0 else "new")
@@ -172,9 +165,12 @@ def report_suite(suite: Suite, data: dict, old: dict | None = None, markdown: bo
         else:
             lines.append(f"- {gr.group}: {lab} / ktgfast = {gr.ratio:.2f}× (goal >= {gr.minimum}×): "
                          f"{'met' if gr.met else 'MISSED'}")
-    warns = _warnings(suite, data, groups)
+    notes = bf16_notes(suite, data, groups)
+    if notes:
+        lines += ["", "Notes:"] + [f"- {n}" for n in notes]
+    warns = warnings_of(data, groups)
     if unrecognised:
         warns.append(f"rows not declared in {suite.path.name}'s SUITE: {', '.join(unrecognised)}")
     if warns:
         lines += ["", "Warnings:"] + [f"- {w}" for w in warns]
-    return SuiteReport(suite, "\n".join(lines) + "\n", goals, unrecognised, warns)
+    return SuiteReport(suite, "\n".join(lines) + "\n", goals, unrecognised, warns, notes)
