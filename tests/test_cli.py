@@ -183,3 +183,15 @@ def test_tensorboard_missing_is_said_once(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(metrics, "_TOLD", set())
     metrics.MetricsLog(tmp_path / "c", tensorboard=False)  # off: nothing to say
     assert capsys.readouterr().err == ""
+
+
+def test_graph_file_errors_name_the_file(tmp_path, capsys):
+    graph = tmp_path / "mine.yaml"
+    graph.write_text("nodes:\n  - {name: a, model: resnet2000}\nedges:\n  - {src: label, dst: a, loss: ce}\n")
+    err = one_error(capsys, ["train", "--graph", str(graph), "--out", str(tmp_path / "r")])
+    assert "mine.yaml.nodes[0].model: unknown model 'resnet2000'; allowed: auto," in err
+    graph.write_text("nodes:\n  - {name: a, model: mlp}\n  - {name: b, model: mlp}\nedges:\n"
+                     "  - {src: label, dst: a, loss: ce}\n  - {src: a, dst: b, loss: kl, gate: sine}\n")
+    err = one_error(capsys, ["train", "--graph", str(graph), "--out", str(tmp_path / "r")])
+    assert "mine.yaml.edges[1].gate.f: missing; the sine gate needs f and phi" in err
+    assert not (tmp_path / "r").exists()

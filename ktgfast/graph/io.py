@@ -14,7 +14,9 @@ from .spec import Graph
 def load_graph(path: str | os.PathLike) -> Graph:
     path = Path(path)
     data = read_yaml(path, "graph file")
-    return Graph.from_dict(data, where=f"{path.name}")
+    graph = Graph.from_dict(data, where=f"{path.name}")
+    graph.source = path.name  # validate's errors name the file
+    return graph
 
 
 def save_graph(graph: Graph, path: str | os.PathLike) -> None:

@@ -104,6 +104,19 @@ def _check_ranks(graph: Graph) -> None:
 
 
 def validate(graph: Graph, known_models=None) -> Graph:
+    """Check a graph (see :func:`_validate`); the errors of a graph read from a
+    file name that file (``dml.yaml.nodes[0].model: ...``, as the loader's)."""
+    try:
+        return _validate(graph, known_models)
+    except GraphError as exc:
+        source = getattr(graph, "source", None)
+        text = str(exc)
+        if source and text.startswith("graph"):
+            raise GraphError(source + text[len("graph"):]) from None
+        raise
+
+
+def _validate(graph: Graph, known_models=None) -> Graph:
     """Check a graph; returns it unchanged or raises :class:`GraphError`.
 
     ``known_models``: a list of names, or a lookup that raises ValueError for
