@@ -24,10 +24,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ..edges import GATES, LABEL
 from ..graph import ENSEMBLE_MODEL, LOSS_DESIGNS, Edge, Gate, Graph, Node
+from ..yamlfile import read_yaml
 from .ssl_space import check_score, parse_ssl_keys, sample_ssl, ssl_size
 
 # The gates a supervised space may list, and the one searched by its
@@ -218,8 +217,5 @@ def load_space(name_or_path: str) -> SearchSpace:
         if not path.exists():
             raise ValueError(f"search space {name_or_path!r} is neither built in nor a file; "
                              f"built-in: {', '.join(sorted(spaces))}")
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ValueError(f"search space file {str(path)!r} is not valid YAML: {exc}") from None
+    data = read_yaml(path, "search space file")
     return SearchSpace.from_dict(data, where=path.name)
