@@ -132,7 +132,8 @@ def add_config_flags(p: argparse.ArgumentParser, method: str | None = None) -> N
     run = p.add_argument_group("config files and resuming")
     run.add_argument("--config", metavar="YAML", help="YAML file of the config keys below (flags win)")
     run.add_argument("--resume", action="store_true",
-                     help="continue the run in --out; a field not given keeps the run's value")
+                     help="continue the run in --out; a field not given keeps the run's value "
+                          "(a torchrun restart, --max-restarts, resumes by itself)")
     run.add_argument("--overwrite", action="store_true",
                      help="start afresh in an --out that holds a run: deletes only its ktgfast "
                           "run files")
