@@ -1,0 +1,484 @@
+"""The evidence page: every method against its baseline on MNIST-5k, paired seeds.
+
+    OMP_NUM_THREADS=1 python scripts/study.py --out study/ [--seeds 5] [--rows NAME,...]
+        [--epochs N] [--max-minutes M] [--dry-run]
+
+Each comparison is a paper's claim "A > B" between arms trained on the same
+seeds (seed s of every arm shares the initialisation seed, batches and, for
+semi-supervised rows, the labelled subset).  An arm's score is the TEST
+accuracy of the epoch (evaluation period, generation) that VALIDATION chose
+(first on ties); test selects nothing.  Every (comparison, arm, seed) is
+appended to ``<out>/results.csv`` as it finishes, so a stopped study resumes
+where it stopped; ``docs/results.md`` and ``docs/results.png`` are written
+from that file alone (statistics: scripts/study_stats.py).  ``--dry-run``
+trains every row for a few steps on a 256-image slice (results in
+``<out>``, the page too: docs/ is left alone).
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import study_stats as st  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+FIELDS = ["comparison", "arm", "seed", "budget", "run", "val", "test", "selected", "wall_s"]
+
+
+# ---------------------------------------------------------------- context
+@dataclass
+class Ctx:
+    """What every job needs: the data, the budget and where runs go."""
+    data: object
+    out: Path
+    epochs: int
+    threads: int = 1
+    dry: bool = False
+    ssl_iterations: int = 600
+    ssl_eval_every: int = 100
+
+    def config(self, run: str, seed: int, **overrides):
+        from ktgfast.train import TrainConfig
+        folder = self.out / "runs" / run / f"seed{seed}"
+        shutil.rmtree(folder, ignore_errors=True)  # only rerun when results.csv lacks it
+        kw = dict(epochs=self.epochs, seed=seed, threads=self.threads, device="cpu", tensorboard=False,
+                  checkpoint=False, verbose=False, progress_bar=False, eval_splits=["val", "test"],
+                  out=str(folder))
+        kw.update(overrides)
+        return TrainConfig(**kw)
+
+
+def select(history: list[dict], node: str, when: str = "epoch") -> dict:
+    """Test accuracy of ``node`` at the period of best validation accuracy (first on ties)."""
+    rows = [r for r in history if f"val_acc:{node}" in r]
+    if not rows:
+        raise ValueError(f"no val_acc:{node} in the run's history; columns: {sorted(history[-1]) if history else []}")
+    best = max(range(len(rows)), key=lambda i: (rows[i][f"val_acc:{node}"], -i))
+    r = rows[best]
+    return {"val": r[f"val_acc:{node}"], "test": r[f"test_acc:{node}"], "selected": f"{when} {r[when]}"}
+
+
+# ---------------------------------------------------------------- jobs
+# A job trains once per seed and scores one or more arms: fn(seed, ctx) -> {arm: score dict}.
+def graph_job(arm: str, run: str, graph: str, node: str, params: dict | None = None, **cfg) -> "Job":
+    def fn(seed: int, ctx: Ctx) -> dict:
+        from ktgfast.train.methods import trainer_class
+        t = trainer_class(None)(graph, ctx.data, ctx.config(run, seed, **cfg),
+                                graph_params={"model": "cnn_small", **(params or {})})
+        t.fit()
+        return {arm: select(t.history, node)}
+    return Job(run, (arm,), fn)
+
+
+def ensemble_job(arm: str, graph: str) -> "Job":
+    """An ensemble of 3 x cnn_small scored by its mean-logit ensemble; weights kept
+    (checkpoint) for the distillation row."""
+    def fn(seed: int, ctx: Ctx) -> dict:
+        from ktgfast.graph import get_preset
+        from ktgfast.train import Trainer
+        t = Trainer(get_preset(graph, model="cnn_small"), ctx.data, ctx.config(graph, seed, checkpoint=True))
+        t.fit()
+        return {arm: select(t.history, "ensemble")}
+    return Job(graph, (arm,), fn)
+
+
+TEACHERS = "ens-push-pull-3node"
+
+
+def distill_job(arm: str, run: str, **settings) -> "Job":
+    """One cnn_small distilled from the seed's push-pull ensemble (trained here if
+    the ensembles row has not left it)."""
+    def fn(seed: int, ctx: Ctx) -> dict:
+        from ktgfast.train.distill import DistillSettings, Distiller
+        teachers = ctx.out / "runs" / TEACHERS / f"seed{seed}"
+        if not (teachers / "config.yaml").exists() or not any(teachers.glob("*.pt")):
+            ensemble_job("teachers", TEACHERS).fn(seed, ctx)
+        d = Distiller(DistillSettings(teachers=str(teachers), T=2.0, **settings), ctx.data,
+                      ctx.config(run, seed))
+        d.fit()
+        return {arm: select(d.history, "student")}
+    return Job(run, (arm,), fn)
+
+
+SSL_NODE = {"ssl-supervised": "node1", "pi-model": "node1", "mean-teacher": "node1", "fixmatch": "node1"}
+
+
+def ssl_job(arm: str, preset: str) -> "Job":
+    """10 labels per class (label_seed = seed), the rest unlabelled; the recipe of
+    scripts/ssl_mnist5k.py."""
+    def fn(seed: int, ctx: Ctx) -> dict:
+        from ktgfast.graph import get_preset
+        from ktgfast.train import Trainer
+        cfg = ctx.config(preset, seed, labels_per_class=10, label_seed=seed, batch_size=32,
+                         unlabeled_batch_size=64, iterations=ctx.ssl_iterations,
+                         eval_every=ctx.ssl_eval_every, lr=0.03, weight_decay=5e-4, schedule="cosine",
+                         ema_decay=0.99)
+        t = Trainer(get_preset(preset), ctx.data, cfg)
+        t.fit()
+        return {arm: select(t.history, SSL_NODE[preset], when="step")}
+    return Job(preset, (arm,), fn)
+
+
+GENERATIONS = 3
+
+
+def generations_job(method: str) -> "Job":
+    """BAN or self-distillation for GENERATIONS generations of cnn_small (the
+    recipe of scripts/self_distill_mnist5k.py); one arm per generation, scored
+    by the generation's best-validation weights."""
+    def fn(seed: int, ctx: Ctx) -> dict:
+        from ktgfast.train.self_distill import BornAgainTrainer, SelfDistillTrainer
+        cls = {"ban": BornAgainTrainer, "self-distill": SelfDistillTrainer}[method]
+        cap = ctx.epochs
+        cfg = ctx.config(method, seed, epochs=GENERATIONS * cap, generations=GENERATIONS,
+                         plateau_patience=3, generation_patience=6, max_epochs_per_generation=cap,
+                         eval_splits=["val", "test"])
+        gens = cls("vanilla", ctx.data, cfg, graph_params={"model": "cnn_small"}).fit()["generations"]
+        if len(gens) != GENERATIONS:
+            raise RuntimeError(f"{method} seed {seed} finished {len(gens)} of {GENERATIONS} generations")
+        return {f"{method} gen {g + 1}": {"val": r.get("val_acc", float("nan")), "test": r["test_acc"],
+                                          "selected": f"best val of gen {g + 1}"}
+                for g, r in enumerate(gens)}
+    return Job(method, tuple(f"{method} gen {g}" for g in range(1, GENERATIONS + 1)), fn)
+
+
+def search_job(arm: str, space: str) -> "Job":
+    """A small graph search (random sampler, seed = seed) on the val split, then
+    the best graph retrained for ``epochs`` like any other arm."""
+    def fn(seed: int, ctx: Ctx) -> dict:
+        from ktgfast.search import search
+        from ktgfast.train import Trainer
+        folder = ctx.out / "searches" / f"seed{seed}"
+        shutil.rmtree(folder / f"{space}-mnist5k", ignore_errors=True)
+        res = search(space, "mnist5k", trials=1 if ctx.dry else 4, epochs=1 if ctx.dry else 2,
+                     out=str(folder), seed=seed, config={"threads": ctx.threads, "device": "cpu"})
+        if res.best_graph is None:
+            raise RuntimeError(f"search {space} seed {seed}: no trial finished")
+        g = res.best_graph
+        t = Trainer(g, ctx.data, ctx.config(f"searched-{space}", seed))
+        t.fit()
+        return {arm: select(t.history, g.target_name)}
+    return Job(f"search-{space}", (arm,), fn)
+
+
+# ---------------------------------------------------------------- the table
+@dataclass(frozen=True)
+class Job:
+    name: str                        # the run's identity: jobs of the same name train the same thing
+    arms: tuple[str, ...]            # what it scores
+    fn: Callable[[int, Ctx], dict]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    name: str
+    claim: str                       # the paper's direction, in words
+    pairs: list[tuple[str, str]]     # (arm the paper says is better, the other)
+    jobs: list[Job]
+    budget: str = "epochs"           # what the budget column shows
+    source: str = ""
+    notes: str = ""
+
+    def arms(self) -> list[str]:
+        return list(dict.fromkeys(a for p in self.pairs for a in p))
+
+
+NO_RAMP = {"rampup": "none"}
+COMPARISONS = [
+    Comparison("dml", "DML > vanilla", [("DML node 0", "vanilla")],
+               [graph_job("vanilla", "vanilla", "vanilla", "student"),
+                graph_job("DML node 0", "dml", "dml", "node0")],
+               source="Zhang et al. 2018 (DML), Table 1"),
+    Comparison("mixup", "superclass mixup > mixup > none (in DML)",
+               [("superclass mixup", "mixup"), ("mixup", "no mixup"), ("superclass mixup", "no mixup")],
+               [graph_job("no mixup", "dml", "dml", "node0"),
+                graph_job("mixup", "dml-mixup", "dml", "node0", mixup="beta", mixup_alpha=1.0),
+                graph_job("superclass mixup", "dml-scmixup", "dml", "node0", mixup="superclass_beta")],
+               source="docs/mixup.md (superclass mixup in DML)"),
+    Comparison("ensembles", "push-pull ensemble > independent ensemble",
+               [("push-pull", "independent")],
+               [ensemble_job("independent", "ens-independent"), ensemble_job("push-pull", TEACHERS)],
+               source="docs/ensemble.md (thesis ch. 4)"),
+    Comparison("distillation", "per-teacher + PCGrad > per-teacher sum > averaged ensemble",
+               [("per-teacher PCGrad", "per-teacher sum"), ("per-teacher sum", "averaged"),
+                ("per-teacher PCGrad", "averaged")],
+               [distill_job("averaged", "distill-avg", target="ensemble", knowledge=["prob"]),
+                distill_job("per-teacher sum", "distill-sum", knowledge=["prob", "att"]),
+                distill_job("per-teacher PCGrad", "distill-pcgrad", knowledge=["prob", "att"],
+                            aggregate="pcgrad")],
+               source="docs/ensemble.md (thesis ch. 4)",
+               notes="teachers: the push-pull ensemble of the same seed; students see prob (+ att) at T = 2"),
+    Comparison("ssl", "FixMatch, Mean Teacher, Π-model > supervised (10 labels per class)",
+               [("FixMatch", "supervised"), ("Mean Teacher", "supervised"), ("Π-model", "supervised")],
+               [ssl_job("supervised", "ssl-supervised"), ssl_job("FixMatch", "fixmatch"),
+                ssl_job("Mean Teacher", "mean-teacher"), ssl_job("Π-model", "pi-model")],
+               budget="iterations", source="docs/semi_supervised.md (thesis ch. 5)"),
+    Comparison("generations", "self-distillation > BAN, per generation",
+               [(f"self-distill gen {g}", f"ban gen {g}") for g in range(1, GENERATIONS + 1)],
+               [generations_job("ban"), generations_job("self-distill")],
+               budget="max epochs per generation", source="docs/self_distillation.md (Takagi & Hattori 2019)"),
+    Comparison("search-vs-dml", "searched KTG (4 gates, 3 nodes) > DML x3 at equal training budget",
+               [("searched KTG", "DML x3")],
+               [search_job("searched KTG", "ktg-4gates-3nodes"),
+                graph_job("DML x3", "dml3", "dml", "node0", {"k": 3})],
+               source="Minami et al. 2020 (KTG), Table 2",
+               notes="search: 4 random trials of 2 epochs per seed (a tiny budget; the paper: 1,500+ trials)"),
+    Comparison("sine-vs-4gates", "Sine-gate search > four-gate search (3 nodes)",
+               [("Sine gates", "four gates")],
+               [search_job("four gates", "ktg-4gates-3nodes"), search_job("Sine gates", "ktg-sine-3nodes")],
+               source="thesis ch. 3", notes="search: 4 random trials of 2 epochs per seed, each space"),
+]
+BY_NAME = {c.name: c for c in COMPARISONS}
+
+
+# ---------------------------------------------------------------- results.csv
+def read_results(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    for r in rows:
+        r["seed"] = int(r["seed"])
+        for k in ("val", "test", "wall_s"):
+            r[k] = float(r[k])
+    return rows
+
+
+def append_results(path: Path, rows: list[dict]) -> None:
+    new = not path.exists()
+    with path.open("a", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=FIELDS)
+        if new:
+            w.writeheader()
+        w.writerows(rows)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def run_comparison(comp: Comparison, seeds: list[int], ctx: Ctx, budget: str, csv_path: Path,
+                   deadline: float | None = None, log=print) -> str:
+    """Runs every job of ``comp`` for every seed that results.csv lacks (a job
+    another comparison already ran on that seed and budget is copied, not
+    rerun); returns the comparison's state: "done" or why it stopped."""
+    for seed in seeds:
+        for job in comp.jobs:
+            have = [r for r in read_results(csv_path) if r["seed"] == seed and r["budget"] == budget]
+            if set(job.arms) <= {r["arm"] for r in have if r["comparison"] == comp.name}:
+                continue
+            earlier = {r["arm"]: r for r in have if r["run"] == job.name}
+            if len(job.arms) == 1 and earlier:  # same run scored under another comparison's arm name
+                src = next(iter(earlier.values()))
+                append_results(csv_path, [{**src, "comparison": comp.name, "arm": job.arms[0]}])
+                log(f"{comp.name:<14} seed {seed} {job.name:<22} reused from {src['comparison']}")
+                continue
+            if deadline is not None and time.time() > deadline:
+                return f"stopped: the study's --max-minutes was reached before {job.name!r} seed {seed}"
+            t0 = time.time()
+            scores = job.fn(seed, ctx)
+            wall = time.time() - t0
+            rows = [{"comparison": comp.name, "arm": arm, "seed": seed, "budget": budget, "run": job.name,
+                     "val": s["val"], "test": s["test"], "selected": s["selected"],
+                     "wall_s": round(wall / len(scores), 1)} for arm, s in scores.items()]
+            append_results(csv_path, rows)
+            log(f"{comp.name:<14} seed {seed} {job.name:<22} " +
+                "  ".join(f"{r['arm']}: test {r['test']:.2f} ({r['selected']})" for r in rows) +
+                f"  [{wall:.0f} s]")
+    return "done"
+
+
+# ---------------------------------------------------------------- the page
+def machine() -> dict:
+    import torch
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                                check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "ktgfast", "scripts"], cwd=ROOT,
+                               capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        commit, dirty = "unknown", ""
+    return {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
+            "commit": commit + (" (with uncommitted changes in ktgfast/ or scripts/)" if dirty else "")}
+
+
+def fmt(m: float, s: float) -> str:
+    return f"{m:.2f} ± {s:.2f}"
+
+
+def table_rows(rows: list[dict], comp: Comparison) -> list[dict]:
+    """One entry per claimed pair: arm stats over its seeds, the paired difference."""
+    by_arm: dict[str, dict[int, float]] = {}
+    for r in rows:
+        if r["comparison"] == comp.name:
+            by_arm.setdefault(r["arm"], {})[r["seed"]] = r["test"]
+    out = []
+    for better, other in comp.pairs:
+        a, b = by_arm.get(better, {}), by_arm.get(other, {})
+        seeds = sorted(set(a) & set(b))
+        if not seeds:
+            continue
+        p = st.paired_ci([a[s] for s in seeds], [b[s] for s in seeds])
+        out.append({"better": better, "other": other, "n": len(seeds), "a": st.mean_std(list(a.values())),
+                    "b": st.mean_std(list(b.values())), "na": len(a), "nb": len(b), "paired": p})
+    return out
+
+
+def write_page(csv_path: Path, page: Path, plot: Path, command: str, status: dict, info: dict,
+               epochs: int, ssl_iterations: int) -> None:
+    rows = read_results(csv_path)
+    lines = ["# Evidence: each method against its baseline on MNIST-5k", "",
+             "Written by `scripts/study.py` from its `results.csv`; do not edit by hand.", "",
+             f"* command: `{command}`", f"* commit: `{info['commit']}`",
+             f"* machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}, "
+             f"Python {info['python']}, 1 intra-op thread per run, CPU shared with other jobs",
+             f"* budget: {epochs} epochs (cosine schedule of the mnist5k recipe) for the supervised rows; "
+             f"{ssl_iterations} iterations for the semi-supervised row",
+             "* score: **test** accuracy (%) of the epoch / evaluation period / generation with the best "
+             "**validation** accuracy (first on ties); test selects nothing. Validation: 500 images carved "
+             "from training; test: the 1,000 test images.",
+             "* Δ: paired difference (paper's better arm − other) over the seeds both arms finished, "
+             "mean and 95 % Student-t interval; verdict: **holds** (interval above 0), **reversed** "
+             "(below 0), **not resolved** (contains 0).", "",
+             "| comparison | paper's claim | arm A (paper: better) | test % A | arm B | test % B | seeds | "
+             "Δ A − B (pp) | 95 % CI | verdict | wall (min) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    plotted, not_run = [], []
+    for comp in COMPARISONS:
+        entries = table_rows(rows, comp)
+        wall = sum(r["wall_s"] for r in rows if r["comparison"] == comp.name and r["run"] != "reused") / 60
+        state = status.get(comp.name, "not run: not selected (--rows) in the invocation that wrote this page")
+        if not entries:
+            not_run.append(f"* **{comp.name}** ({comp.claim}): {state}")
+            continue
+        for e in entries:
+            p = e["paired"]
+            ci = "n/a (one pair)" if p.n < 2 else f"[{p.low:+.2f}, {p.high:+.2f}]"
+            lines.append(f"| {comp.name} | {comp.claim} | {e['better']} | {fmt(*e['a'])} | {e['other']} | "
+                         f"{fmt(*e['b'])} | {e['n']} | {p.mean:+.2f} | {ci} | {p.verdict} | {wall:.1f} |")
+            plotted.append((f"{comp.name}: {e['better']} − {e['other']}", p))
+        if state != "done":
+            not_run.append(f"* **{comp.name}** is partial: {state}")
+    lines += ["", "Wall time per comparison is the sum of its runs' training time (a run shared "
+              "with an earlier comparison, e.g. DML with `no mixup`, counts in both).", ""]
+    for comp in COMPARISONS:
+        if comp.source or comp.notes:
+            lines.append(f"* {comp.name}: {comp.source}" + (f"; {comp.notes}" if comp.notes else ""))
+    lines += ["", "![paired differences](results.png)", ""]
+    if not_run:
+        lines += ["## Not run or partial", ""] + not_run + [""]
+    page.parent.mkdir(parents=True, exist_ok=True)
+    page.write_text("\n".join(lines) + "\n")
+    draw(plotted, plot)
+
+
+def draw(plotted: list, path: Path) -> None:
+    import math
+
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(8, 0.45 * max(len(plotted), 2) + 1.2))
+    for i, (label, p) in enumerate(reversed(plotted)):
+        err = None if math.isnan(p.low) else [[p.mean - p.low], [p.high - p.mean]]
+        color = {"holds": "tab:green", "reversed": "tab:red"}.get(p.verdict, "tab:gray")
+        ax.errorbar(p.mean, i, xerr=err, fmt="o", color=color, capsize=3)
+    ax.set_yticks(range(len(plotted)), [lab for lab, _ in reversed(plotted)], fontsize=8)
+    ax.axvline(0, color="k", lw=0.8)
+    ax.set_xlabel("paired test-accuracy difference, paper's better arm − other (pp), 95 % t CI")
+    ax.set_title("MNIST-5k: green holds, red reversed, grey not resolved", fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------- main
+def dry_data():
+    """mnist5k cut to 256 train / 100 val / 100 test images: every code path in seconds."""
+    import torch
+
+    from ktgfast.data import get_dataset
+    d = get_dataset("mnist5k")
+    g = torch.Generator().manual_seed(0)
+    cut = lambda s, n: s.subset(torch.randperm(len(s), generator=g)[:n])  # noqa: E731
+    return dataclasses.replace(d, train=cut(d.train, 256), val=cut(d.val, 100), test=cut(d.test, 100))
+
+
+def parse(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default="study")
+    ap.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1, the same for every arm")
+    ap.add_argument("--rows", default=",".join(BY_NAME), help=f"comma-separated, from: {', '.join(BY_NAME)}")
+    ap.add_argument("--epochs", type=int, default=10, help="epochs of every supervised run (cap per generation)")
+    ap.add_argument("--ssl-iterations", type=int, default=600)
+    ap.add_argument("--max-minutes", type=float, default=None, help="start no new run after this")
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--page", default=str(ROOT / "docs" / "results.md"))
+    ap.add_argument("--page-only", action="store_true", help="rewrite the page from results.csv")
+    ap.add_argument("--dry-run", action="store_true")
+    args = ap.parse_args(argv)
+    rows = [r for r in args.rows.split(",") if r]
+    bad = [r for r in rows if r not in BY_NAME]
+    if bad:
+        ap.error(f"--rows {','.join(bad)}: unknown; allowed: {', '.join(BY_NAME)}")
+    if args.seeds < 1 or args.epochs < 1 or args.ssl_iterations < 1:
+        ap.error(f"--seeds {args.seeds} / --epochs {args.epochs} / --ssl-iterations {args.ssl_iterations}: "
+                 "each must be >= 1")
+    args.rows = rows
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse(argv)
+    import torch
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    seeds = list(range(2 if args.dry_run else args.seeds))
+    epochs, iters = (1, 20) if args.dry_run else (args.epochs, args.ssl_iterations)
+    page = out / "results.md" if args.dry_run else Path(args.page)
+    csv_path = out / "results.csv"
+    status_path = out / "status.json"
+    status = json.loads(status_path.read_text()) if status_path.exists() else {}
+    command = "OMP_NUM_THREADS=1 python scripts/study.py " + " ".join(argv if argv is not None else sys.argv[1:])
+    if not args.page_only:
+        from ktgfast.data import get_dataset
+        ctx = Ctx(dry_data() if args.dry_run else get_dataset("mnist5k"), out, epochs, args.threads,
+                  args.dry_run, iters, 10 if args.dry_run else 100)
+        deadline = time.time() + 60 * args.max_minutes if args.max_minutes else None
+        for name in args.rows:
+            comp = BY_NAME[name]
+            budget = f"{iters} it" if comp.budget == "iterations" else f"{epochs} ep"
+            try:
+                status[name] = run_comparison(comp, seeds, ctx, budget, csv_path, deadline)
+            except Exception as exc:  # one failed row does not stop the others; the page says why
+                traceback.print_exc()
+                status[name] = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            status_path.write_text(json.dumps(status, indent=1))
+    write_page(csv_path, page, page.with_suffix(".png"), command, status, machine(), epochs, iters)
+    print(f"page: {page}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
