@@ -86,13 +86,9 @@ def _show(recipe) -> int:
 
 
 def _graphs(pairs: list[str]) -> dict[str, str]:
-    out = {}
-    for pair in pairs:
-        if "=" not in pair:
-            raise ValueError(f"--graph {pair!r}: expected ROW=FILE")
-        row, path = pair.split("=", 1)
-        out[row] = path
-    return out
+    from ..cli.args import key_values
+
+    return key_values(pairs, "--graph", "ROW=FILE")
 
 
 def run(args: argparse.Namespace) -> int:
