@@ -86,9 +86,13 @@ def _show(recipe) -> int:
 
 
 def _graphs(pairs: list[str]) -> dict[str, str]:
-    from ..cli.args import key_values
-
-    return key_values(pairs, "--graph", "ROW=FILE")
+    out = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ValueError(f"--graph {pair!r}: expected ROW=FILE")
+        row, path = pair.split("=", 1)
+        out[row] = path
+    return out
 
 
 def run(args: argparse.Namespace) -> int:
