@@ -191,6 +191,7 @@ class Comparison:
     budget: str = "epochs"           # what the budget column shows
     source: str = ""
     notes: str = ""
+    ablation_of: str = ""            # this row varies one factor of that row
 
     def arms(self) -> list[str]:
         return list(dict.fromkeys(a for p in self.pairs for a in p))
@@ -207,13 +208,20 @@ COMPARISONS = [
                [("DML node 0, no ramp", "vanilla")],
                [graph_job("vanilla", "vanilla", "vanilla", "student"),
                 graph_job("DML node 0, no ramp", "dml-noramp", "dml", "node0", NO_RAMP)],
-               source="docs/rampup.md", notes="the dml row with `rampup: none` on DML; vanilla runs shared"),
+               source="docs/rampup.md", notes="the dml row with `rampup: none` on DML; vanilla runs shared",
+               ablation_of="dml"),
     Comparison("mixup", "superclass mixup > mixup > none (in DML)",
                [("superclass mixup", "mixup"), ("mixup", "no mixup"), ("superclass mixup", "no mixup")],
                [graph_job("no mixup", "dml", "dml", "node0"),
                 graph_job("mixup", "dml-mixup", "dml", "node0", mixup="beta", mixup_alpha=1.0),
                 graph_job("superclass mixup", "dml-scmixup", "dml", "node0", mixup="superclass_beta")],
                source="docs/mixup.md (superclass mixup in DML)"),
+    Comparison("mixup-single", "ablation of mixup: mixup > none for one cnn_small (no DML)",
+               [("vanilla + mixup", "vanilla")],
+               [graph_job("vanilla", "vanilla", "vanilla", "student"),
+                graph_job("vanilla + mixup", "vanilla-mixup", "vanilla", "student", mixup="beta", mixup_alpha=1.0)],
+               source="Zhang et al. 2018 (mixup)", notes="is the mixup loss specific to DML's peers?",
+               ablation_of="mixup"),
     Comparison("ensembles", "push-pull ensemble > independent ensemble",
                [("push-pull", "independent")],
                [ensemble_job("independent", "ens-independent"), ensemble_job("push-pull", TEACHERS)],
@@ -248,6 +256,7 @@ COMPARISONS = [
                source="thesis ch. 3", notes="search: 4 random trials of 2 epochs per seed, each space"),
 ]
 BY_NAME = {c.name: c for c in COMPARISONS}
+CANONICAL = "OMP_NUM_THREADS=1 python scripts/study.py --out study/ --seeds 5 --epochs 10"
 BUDGET_NOTE = ("vanilla cnn_small (seed 1) trained for 12 epochs under the recipe's cosine schedule reached "
                "val 96.2 % at epoch 8, 97.0 % at 10 and 97.2 % at 11-12 (test 96.1 / 96.4 / 97.1), so 5 "
                "epochs (docs/rampup.md) is short of convergence and 10 is within ~0.2 pp of 12; more epochs "
@@ -368,12 +377,40 @@ def wall_minutes(rows: list[dict], comparison: str) -> float:
         (r["run"], r["seed"], r["budget"], r["arm"] if r["run"] in MULTI_ARM else "")] == comparison) / 60
 
 
+def ablation_lines(rows: list[dict]) -> list[str]:
+    """For every measured claim whose interval is not above 0: the ablation rows
+    run for it (their Δ and verdict), or that none was run."""
+    out = []
+    for comp in COMPARISONS:
+        if comp.ablation_of:
+            continue
+        weak = [e for e in table_rows(rows, comp) if e["paired"].verdict != st.HOLDS]
+        if not weak:
+            continue
+        claims = "; ".join(f"{e['better']} − {e['other']}: {e['paired'].mean:+.2f} pp ({e['paired'].verdict})"
+                           for e in weak)
+        abl = [(a, e) for a in COMPARISONS if a.ablation_of == comp.name for e in table_rows(rows, a)]
+        if abl:
+            found = "; ".join(f"{a.name} ({a.claim}): {e['better']} − {e['other']} {e['paired'].mean:+.2f} pp, "
+                              f"95 % CI [{e['paired'].low:+.2f}, {e['paired'].high:+.2f}], {e['paired'].verdict}"
+                              for a, e in abl)
+            out.append(f"* **{comp.name}** — {claims}. Ablation: {found}.")
+        else:
+            out.append(f"* **{comp.name}** — {claims}. No ablation was run for this row in this study.")
+    return out or ["Every measured claim holds."]
+
+
 def write_page(csv_path: Path, page: Path, plot: Path, command: str, status: dict, info: dict,
                epochs: int, ssl_iterations: int) -> None:
     rows = read_results(csv_path)
     lines = ["# Evidence: each method against its baseline on MNIST-5k", "",
              "Written by `scripts/study.py` from its `results.csv`; do not edit by hand.", "",
-             f"* command: `{command}`", f"* commit: `{info['commit']}`",
+             f"* command (runs, or resumes, the whole study): `{CANONICAL}`",
+             "* invocations that wrote this results.csv (in order): "
+             + "; ".join(f"`{c}`" for c in status.get("_invocations", [command])),
+             f"* total wall time of the runs: {sum(r['wall_s'] for r in rows) / 60:.1f} min "
+             "(sum over runs; the CPU is shared with other jobs, so run times vary with the load)",
+             f"* commit: `{info['commit']}`",
              f"* machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}, "
              f"Python {info['python']}, 1 intra-op thread per run, CPU shared with other jobs",
              f"* budget: {epochs} epochs (cosine schedule of the mnist5k recipe) for the supervised rows; "
@@ -389,6 +426,7 @@ def write_page(csv_path: Path, page: Path, plot: Path, command: str, status: dic
              "Δ A − B (pp) | 95 % CI | verdict | wall (min) |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
     plotted, not_run = [], []
+    status = {k: v for k, v in status.items() if not k.startswith("_")}
     for comp in COMPARISONS:
         entries = table_rows(rows, comp)
         wall = wall_minutes(rows, comp.name)
@@ -409,7 +447,9 @@ def write_page(csv_path: Path, page: Path, plot: Path, command: str, status: dic
     for comp in COMPARISONS:
         if comp.source or comp.notes:
             lines.append(f"* {comp.name}: {comp.source}" + (f"; {comp.notes}" if comp.notes else ""))
-    lines += ["", "![paired differences](results.png)", ""]
+    lines += ["", "![paired differences](results.png)", "", "## Rows that do not hold, and their ablations", ""]
+    lines += ablation_lines(rows)
+    lines += [""]
     if not_run:
         lines += ["## Not run or partial", ""] + not_run + [""]
     page.parent.mkdir(parents=True, exist_ok=True)
@@ -423,7 +463,7 @@ def draw(plotted: list, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(8, 0.45 * max(len(plotted), 2) + 1.2))
+    fig, ax = plt.subplots(figsize=(9.5, 0.45 * max(len(plotted), 2) + 1.2))
     for i, (label, p) in enumerate(reversed(plotted)):
         err = None if math.isnan(p.low) else [[p.mean - p.low], [p.high - p.mean]]
         color = {"holds": "tab:green", "reversed": "tab:red"}.get(p.verdict, "tab:gray")
@@ -488,6 +528,7 @@ def main(argv=None) -> int:
     status = json.loads(status_path.read_text()) if status_path.exists() else {}
     command = "OMP_NUM_THREADS=1 python scripts/study.py " + " ".join(argv if argv is not None else sys.argv[1:])
     if not args.page_only:
+        status.setdefault("_invocations", []).append(command)
         from ktgfast.data import get_dataset
         ctx = Ctx(dry_data() if args.dry_run else get_dataset("mnist5k"), out, epochs, args.threads,
                   args.dry_run, iters, 10 if args.dry_run else 100)
