@@ -151,7 +151,7 @@ def test_cli_resume_of_a_finished_run_trains_nothing(tmp_path, capsys):
     assert cli(["train", "--out", str(tmp_path / "r"), "--resume", "--epochs", "2"]) == 0
     assert ckpt.load(tmp_path / "r" / "checkpoint.pt")["epoch"] == 2
     assert cli(["train", "--out", str(tmp_path / "r"), "--resume", "--lr", "0.3"]) == 2
-    assert "config.lr (--lr) is 0.3 but the run was trained with 0.05" in capsys.readouterr().err
+    assert "--lr is 0.3 but the run was trained with 0.05" in capsys.readouterr().err
 
 
 def test_stale_temporary_files_are_removed_on_start(tmp_path, data):
