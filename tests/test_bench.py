@@ -60,7 +60,7 @@ GOAL_PAIRS = {
     "attention_crop": {(g, r) for g in ("abn16 mixed M=4", "resnet8 mixed M=4")
                        for r in ("per_sample_loop", "vectorised")},
     "loaders": {(WEAK, "torch"), (WEAK, "dali")},
-    "train_step": {(TRAIN_GROUP, "public_style_fp32")},
+    "train_step": {(TRAIN_GROUP, "public_style_fp32"), (TRAIN_GROUP, "bare_models_fp32")},
     "pcgrad": set(),
 }
 
