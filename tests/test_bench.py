@@ -14,7 +14,7 @@ from ktgfast.bench.report import load, rows_of
 from ktgfast.bench.suites import suite_of_json
 
 FIX = Path(__file__).parent / "fixtures" / "bench"
-SUITES = ["attention_crop", "gated_edge_loss", "loaders", "pcgrad", "train_step"]  # with recorded runs
+SUITES = ["attention_crop", "gated_edge_loss", "loaders", "node_parallel", "pcgrad", "train_step"]  # with recorded runs
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +62,7 @@ GOAL_PAIRS = {
     "loaders": {(WEAK, "torch"), (WEAK, "dali")},
     "train_step": {(TRAIN_GROUP, "public_style_fp32"), (TRAIN_GROUP, "bare_models_fp32")},
     "pcgrad": set(),
+    "node_parallel": set(),
 }
 
 
