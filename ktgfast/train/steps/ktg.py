@@ -166,13 +166,7 @@ class KTGStep(Step):
             logits[i], maps[i] = out.logits, out.attention
             if self.slots.aux[i] is not None:
                 aux.append(out.aux_logits)
-        for i, members in self.slots.ensembles.items():
-            logits[i] = torch.stack([logits[j] for j in members]).mean(0)
-        z = torch.stack(logits + aux)
-        if not self.slots.maps:
-            return z, None
-        ref = next(m for m in maps if m is not None)
-        return z, torch.stack([m if m is not None else torch.zeros_like(ref) for m in maps])
+        return stack_outputs(logits, self.slots.ensembles, aux, maps, bool(self.slots.maps))
 
     def node_losses(self, x: torch.Tensor, y) -> torch.Tensor:
         """``(M,)`` loss of every node on images ``x`` with labels ``y``:
@@ -204,3 +198,17 @@ class KTGStep(Step):
 
 
 __all__ = ["KTGStep", "PLACEMENT_STEPS", "graph_of", "load_data", "placement_class"]
+
+
+def stack_outputs(logits: list, ensembles: dict, extra: list, maps: list, want_maps: bool):
+    """The step's ``(slots, B, C)`` logits and ``(M, B, H, W)`` maps (or None):
+    ensemble slots become the mean of their members' logits, ``extra`` (the
+    attention-branch slots) follows the nodes, and a node without a map gets
+    zeros (no attention edge reads it)."""
+    for i, members in ensembles.items():
+        logits[i] = torch.stack([logits[j] for j in members]).mean(0)
+    z = torch.stack(logits + extra)
+    if not want_maps:
+        return z, None
+    ref = next(m for m in maps if m is not None)
+    return z, torch.stack([m if m is not None else torch.zeros_like(ref) for m in maps])

@@ -31,7 +31,7 @@ from ...parallel.spread import (MeshGroups, NodePlacement, OutputExchange, broad
                                 broadcast_optimizer)
 from ..lowering import EnsembleNode
 from ..mixup_loss import MixedTargetEdges
-from .ktg import KTGStep, graph_of, load_data
+from .ktg import KTGStep, graph_of, load_data, stack_outputs
 
 
 class SpreadStep(KTGStep):
@@ -121,16 +121,10 @@ class SpreadStep(KTGStep):
             if self.slots.aux[i] is not None:
                 aux[i] = out.aux_logits
         self.exchange.exchange(logits, maps)
-        for i, members in self.slots.ensembles.items():
-            logits[i] = torch.stack([logits[j] for j in members]).mean(0)
         # attention-branch slots: only their own node's label edges read them
         extra = [aux[i] if i in aux else torch.zeros_like(logits[i])
                  for i in range(m) if self.slots.aux[i] is not None]
-        z = torch.stack(logits + extra)
-        if not self.slots.maps:
-            return z, None
-        ref = next(a for a in maps if a is not None)
-        return z, torch.stack([a if a is not None else torch.zeros_like(ref) for a in maps])
+        return stack_outputs(logits, self.slots.ensembles, extra, maps, bool(self.slots.maps))
 
     def train_step(self, x: torch.Tensor, y) -> torch.Tensor:
         """The losses of this rank's nodes (0 for the others: their owners book
