@@ -466,6 +466,7 @@ def e2e(tmp_path_factory):
 def test_search_counts_and_outputs(e2e):
     r, trials = e2e.result, e2e.trials
     assert r.trials == 6 == len(trials) and [t.number for t in trials] == list(range(6))
+    assert r.ran == 6  # the trials this (first) command added to the study
     assert all(t.state in DONE for t in trials)
     assert r.complete + r.pruned + r.rejected + r.failed == 6 and r.failed == 0
     assert f"6 trials: {r.complete} complete, {r.pruned} pruned" in e2e.printed

@@ -34,9 +34,9 @@ def run(args: argparse.Namespace) -> int:
                     devices=devices, study=args.study, storage=args.storage, out=args.out,
                     sampler=args.sampler, seed=args.seed, val_size=args.val_size,
                     data_root=args.data_root, config=overrides)
-    hours = result.wall_s / 3600
-    print(f"wall time {result.wall_s:.1f}s"
-          + (f", {result.trials / hours:.0f} trials/hour" if hours > 0 else ""))
+    hours, ran = result.wall_s / 3600, result.trials if result.ran is None else result.ran
+    print(f"wall time {result.wall_s:.1f}s, {ran} trial(s) added to the study meanwhile"
+          + (f", {ran / hours:.0f} trials/hour" if hours > 0 and ran else ""))
     if args.retrain:
         settings = SearchSettings(space=args.space, data=args.data, epochs=args.epochs,
                                   study=args.study, out=args.out, seed=args.seed,

@@ -36,6 +36,7 @@ class StudyResult:
     duplicates: int
     wall_s: float = 0.0
     retrain: dict | None = None
+    ran: int | None = None  # trials added while this command ran (a study may be resumed or shared)
 
 
 def score(t: optuna.trial.FrozenTrial) -> float | None:

@@ -434,6 +434,7 @@ def search(space: str, data: str, **kwargs) -> StudyResult:
         print(f"trial(s) {', '.join(map(str, live))} still running in live workers of another command; "
               "the study is complete when they finish", flush=True)
     result.wall_s = wall
+    result.ran = max(counted_trials(final) - before, 0)
     return result
 
 
