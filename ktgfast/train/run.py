@@ -289,9 +289,9 @@ class Trainer:
         if self.dist.enabled:
             # One model on every rank before evaluation and the checkpoint: the
             # BatchNorm statistics become rank 0's (docs/distributed.md), the
-            # losses of the metrics the mean over ranks.
+            # losses of the metrics the mean over the ranks that booked them.
             sync_buffers(step.models)
-            all_reduce_sum(losses.sum, self.dist.world_size).div_(self.dist.world_size)
+            all_reduce_sum(losses.sum, self.dist.world_size).div_(step.loss_replicas())
         self.epoch = period
         steady_steps, steady_s = done - (warmup_s is not None), train_time - (warmup_s or 0.0)
         row = {"epoch": period, "step": int(self.step_t.item()), "time_s": round(train_time, 3),

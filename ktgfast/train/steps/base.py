@@ -64,6 +64,11 @@ class Step:
         for s in self.schedulers:
             s.step()
 
+    def loss_replicas(self) -> int:
+        """How many ranks book each node's training loss: the run loop's sum
+        over ranks is divided by it (data parallel: every rank)."""
+        return self.run.dist.world_size
+
     def period_columns(self, steps: int) -> dict:
         """Extra metrics columns of the period, before the accuracies."""
         return {}

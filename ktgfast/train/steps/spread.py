@@ -70,7 +70,6 @@ class SpreadStep(KTGStep):
         if self.mixed_edges is not None:
             self.mixed_edges = MixedTargetEdges(mine, self.slots.count, self.device)
         self.images_per_step = self.config.batch_size * self.placement.data_replicas
-        self._reset_books()
 
     # ------------------------------------------------------------------ setup
     def _forward_fn(self, model, i: int):
@@ -128,26 +127,18 @@ class SpreadStep(KTGStep):
 
     def train_step(self, x: torch.Tensor, y) -> torch.Tensor:
         """The losses of this rank's nodes (0 for the others: their owners book
-        them; :meth:`period_columns` sums them over ranks)."""
+        them; the run loop sums the losses over ranks, see :meth:`loss_replicas`)."""
         from ..update import update
 
         node_loss = self.node_losses(x, y)
         if self.own_optimizers:  # a rank of frozen nodes only has nothing to update
             update(self.own_optimizers, self.run.scaler, node_loss.sum())
-        node_loss = node_loss.detach()
-        ok = torch.isfinite(node_loss)
-        self._loss_sum += torch.where(ok, node_loss, 0).double()
-        self._finite &= ok
-        return node_loss
+        return node_loss.detach()
 
     # ----------------------------------------------------------------- periods
-    def _reset_books(self) -> None:
-        self._loss_sum = torch.zeros(len(self.names), dtype=torch.float64, device=self.device)
-        self._finite = torch.ones(len(self.names), dtype=torch.bool, device=self.device)
-
-    def begin_period(self, period: int) -> None:
-        super().begin_period(period)
-        self._reset_books()
+    def loss_replicas(self) -> int:
+        """Each node's loss is booked by its owners only (one per data replica)."""
+        return self.placement.data_replicas
 
     def end_training_period(self) -> None:
         """Schedules step (every optimizer, so every rank's copies agree), then
@@ -165,20 +156,6 @@ class SpreadStep(KTGStep):
             src = self.placement.owner[i]
             broadcast_module(self.models[i], src, self.device)
             broadcast_optimizer(opt, src, self.device)
-
-    def period_columns(self, steps: int) -> dict:
-        """Every learning node's mean training loss, from its owner (and the
-        mean over data replicas): one all-reduce per period."""
-        books = torch.cat([self._loss_sum, (~self._finite).double()])
-        if self.run.dist.enabled:
-            import torch.distributed as dist
-
-            dist.all_reduce(books)
-        m = len(self.names)
-        mean = (books[:m] / (max(steps, 1) * self.placement.data_replicas)).tolist()
-        bad = books[m:].tolist()
-        return {f"train_loss:{n}": round(v, 6) if not b else float("nan")
-                for n, v, b, learns in zip(self.names, mean, bad, self.learning) if learns}
 
     def resolved(self) -> dict:
         out = super().resolved()
