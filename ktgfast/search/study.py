@@ -224,7 +224,9 @@ class Objective:
             raise optuna.TrialPruned(f"rejected: {exc}") from None
         for other in trial.study.get_trials(
                 deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING)):
-            if other.number == trial.number or other.user_attrs.get("graph_key") != graph.digest(16):
+            # Only an earlier trial is a twin: two workers sampling one graph at
+            # once would otherwise each call the other the twin, and neither trains.
+            if other.number >= trial.number or other.user_attrs.get("graph_key") != graph.digest(16):
                 continue
             if "rejected" in other.user_attrs or "duplicate_of" in other.user_attrs:
                 continue
