@@ -12,6 +12,7 @@ from typing import Callable
 from . import graph, search, tools, train
 from .args import UsageError
 from .config_flags import config_from_args as _config  # noqa: F401  (the old name)
+from ..parallel.env import shutdown
 from .errors import debug_wanted, exit_code, one_line
 
 # name -> function adding the sub-parser (given the --method when one is known,
@@ -53,7 +54,9 @@ def main(argv: list[str] | None = None) -> int:
         return bench_main(argv[1:])
     args = build_parser(argv).parse_args(argv)
     try:
-        return args.run(args)
+        code = args.run(args)
+        shutdown()  # under torchrun: the process group goes before the interpreter does
+        return code
     except Exception as exc:  # noqa: BLE001 -- sorted by exit_code; bugs re-raised
         code = 2 if isinstance(exc, UsageError) else exit_code(exc)
         if code is None or debug:

@@ -4,6 +4,7 @@
 NCCL on CUDA."""
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -63,4 +64,18 @@ def _init_process_group(backend: str, env: DistEnv) -> None:
                             rank=env.rank, world_size=env.world_size)
 
 
-__all__ = ["DistEnv"]
+def shutdown() -> None:
+    """Destroy the default process group (if any) while the interpreter is
+    fully alive.  Trainers sit in reference cycles, so their DDP wrappers --
+    and through them gloo's process group and its worker threads -- would
+    otherwise be freed during interpreter finalisation, where a worker thread
+    that needs the GIL is unwound and aborts the process ("terminate called
+    without an active exception"; pytorch/pytorch#179291 describes the same
+    teardown order).  Collect first, so nothing holds the group, then destroy."""
+    gc.collect()
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+    gc.collect()
+
+
+__all__ = ["DistEnv", "shutdown"]

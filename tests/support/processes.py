@@ -29,13 +29,12 @@ def _rank_main(rank: int, world: int, port: int, fn, args) -> None:
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank),
                       MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), OMP_NUM_THREADS="1")
     torch.set_num_threads(1)
+    from ktgfast.parallel.env import shutdown
+
     try:
         fn(rank, world, *args)
     finally:
-        import torch.distributed as dist
-
-        if dist.is_initialized():
-            dist.destroy_process_group()
+        shutdown()
 
 
 def spawn(fn, world: int, *args) -> None:
@@ -105,6 +104,10 @@ def main(argv: list[str]) -> None:
         if tr.dist.rank == rank:
             tr.step.batches = _block_at(tr.step, epoch, at, args.marker)
     tr.fit()
+    del tr
+    from ktgfast.parallel.env import shutdown
+
+    shutdown()
 
 
 if __name__ == "__main__":
