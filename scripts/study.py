@@ -17,7 +17,6 @@ trains every row for a few steps on a 256-image slice (results in
 from __future__ import annotations
 
 import argparse
-import csv
 import dataclasses
 import json
 import os
@@ -26,16 +25,15 @@ import shutil
 import subprocess
 import sys
 import time
-import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import study_stats as st  # noqa: E402
+from study_runner import FIELDS, append_results, read_results, run_all  # noqa: E402,F401
 
 ROOT = Path(__file__).resolve().parent.parent
-FIELDS = ["comparison", "arm", "seed", "budget", "run", "val", "test", "selected", "wall_s"]
 
 
 # ---------------------------------------------------------------- context
@@ -110,49 +108,54 @@ def distill_job(arm: str, run: str, **settings) -> "Job":
                       ctx.config(run, seed))
         d.fit()
         return {arm: select(d.history, "student")}
-    return Job(run, (arm,), fn)
+    return Job(run, (arm,), fn, needs=(TEACHERS,))
 
 
 SSL_NODE = {"ssl-supervised": "node1", "pi-model": "node1", "mean-teacher": "node1", "fixmatch": "node1"}
 
 
-def ssl_job(arm: str, preset: str) -> "Job":
+def ssl_job(arm: str, preset: str, run: str | None = None, node: str | None = None, **params) -> "Job":
     """10 labels per class (label_seed = seed), the rest unlabelled; the recipe of
-    scripts/ssl_mnist5k.py."""
+    scripts/ssl_mnist5k.py.  ``params`` go to the preset; ``node`` is the node
+    scored (default: the preset's learner)."""
     def fn(seed: int, ctx: Ctx) -> dict:
         from ktgfast.graph import get_preset
         from ktgfast.train import Trainer
-        cfg = ctx.config(preset, seed, labels_per_class=10, label_seed=seed, batch_size=32,
+        cfg = ctx.config(run or preset, seed, labels_per_class=10, label_seed=seed, batch_size=32,
                          unlabeled_batch_size=64, iterations=ctx.ssl_iterations,
                          eval_every=ctx.ssl_eval_every, lr=0.03, weight_decay=5e-4, schedule="cosine",
                          ema_decay=0.99)
-        t = Trainer(get_preset(preset), ctx.data, cfg)
+        t = Trainer(get_preset(preset, **params), ctx.data, cfg)
         t.fit()
-        return {arm: select(t.history, SSL_NODE[preset], when="step")}
-    return Job(preset, (arm,), fn)
+        return {arm: select(t.history, node or SSL_NODE[preset], when="step")}
+    return Job(run or preset, (arm,), fn)
 
 
 GENERATIONS = 3
 
 
-def generations_job(method: str) -> "Job":
-    """BAN or self-distillation for GENERATIONS generations of cnn_small (the
-    recipe of scripts/self_distill_mnist5k.py); one arm per generation, scored
-    by the generation's best-validation weights."""
+def generations_job(method: str, generations: int = GENERATIONS, longer: int = 1) -> "Job":
+    """BAN or self-distillation for ``generations`` generations of cnn_small (the
+    recipe of scripts/self_distill_mnist5k.py), each capped at ``longer`` times
+    the study's epochs; one arm per generation, scored by the generation's
+    best-validation weights."""
+    suffix = "" if longer == 1 else f" ({longer}x epochs)"
+    name = method if longer == 1 else f"{method}-x{longer}"
+
     def fn(seed: int, ctx: Ctx) -> dict:
         from ktgfast.train.self_distill import BornAgainTrainer, SelfDistillTrainer
         cls = {"ban": BornAgainTrainer, "self-distill": SelfDistillTrainer}[method]
-        cap = ctx.epochs
-        cfg = ctx.config(method, seed, epochs=GENERATIONS * cap, generations=GENERATIONS,
-                         plateau_patience=3, generation_patience=6, max_epochs_per_generation=cap,
+        per = longer * ctx.epochs
+        cfg = ctx.config(name, seed, epochs=generations * per, generations=generations,
+                         plateau_patience=3, generation_patience=6, max_epochs_per_generation=per,
                          eval_splits=["val", "test"])
         gens = cls("vanilla", ctx.data, cfg, graph_params={"model": "cnn_small"}).fit()["generations"]
-        if len(gens) != GENERATIONS:
-            raise RuntimeError(f"{method} seed {seed} finished {len(gens)} of {GENERATIONS} generations")
-        return {f"{method} gen {g + 1}": {"val": r["best_val_acc"], "test": r["test_acc"],
-                                          "selected": f"gen {g + 1} epoch {r['best_epoch']}"}
+        if len(gens) != generations:
+            raise RuntimeError(f"{method} seed {seed} finished {len(gens)} of {generations} generations")
+        return {f"{method} gen {g + 1}{suffix}": {"val": r["best_val_acc"], "test": r["test_acc"],
+                                                  "selected": f"gen {g + 1} epoch {r['best_epoch']}"}
                 for g, r in enumerate(gens)}
-    return Job(method, tuple(f"{method} gen {g}" for g in range(1, GENERATIONS + 1)), fn)
+    return Job(name, tuple(f"{method} gen {g}{suffix}" for g in range(1, generations + 1)), fn)
 
 
 def search_job(arm: str, space: str) -> "Job":
@@ -180,6 +183,7 @@ class Job:
     name: str                        # the run's identity: jobs of the same name train the same thing
     arms: tuple[str, ...]            # what it scores
     fn: Callable[[int, Ctx], dict]
+    needs: tuple[str, ...] = ()      # jobs (by name) that must have run on the seed first
 
 
 @dataclass(frozen=True)
@@ -226,6 +230,13 @@ COMPARISONS = [
                [("push-pull", "independent")],
                [ensemble_job("independent", "ens-independent"), ensemble_job("push-pull", TEACHERS)],
                source="docs/ensemble.md (thesis ch. 4)"),
+    # Ablation of "ensembles": does the coupling of the members move the ensemble at all at this scale?
+    Comparison("ensembles-pull", "ablation of ensembles: independent > pull-only (DML) ensemble",
+               [("independent", "pull-only (ens-dml)")],
+               [ensemble_job("independent", "ens-independent"), ensemble_job("pull-only (ens-dml)", "ens-dml")],
+               source="docs/ensemble.md",
+               notes="ens-dml pulls every member toward the others (Prob Through both ways), the opposite of "
+                     "a push; independent runs shared", ablation_of="ensembles"),
     Comparison("distillation", "per-teacher + PCGrad > per-teacher sum > averaged ensemble",
                [("per-teacher PCGrad", "per-teacher sum"), ("per-teacher sum", "averaged"),
                 ("per-teacher PCGrad", "averaged")],
@@ -235,15 +246,41 @@ COMPARISONS = [
                             aggregate="pcgrad")],
                source="docs/ensemble.md (thesis ch. 4)",
                notes="teachers: the push-pull ensemble of the same seed; students see prob (+ att) at T = 2"),
+    # Ablation of "distillation": the per-teacher arms see attention maps too; is it the att edges?
+    Comparison("distillation-prob", "ablation of distillation: per-teacher sum without attention edges",
+               [("per-teacher sum, prob only", "averaged"), ("per-teacher sum, prob only", "per-teacher sum")],
+               [distill_job("averaged", "distill-avg", target="ensemble", knowledge=["prob"]),
+                distill_job("per-teacher sum", "distill-sum", knowledge=["prob", "att"]),
+                distill_job("per-teacher sum, prob only", "distill-sum-prob", knowledge=["prob"])],
+               source="docs/ensemble.md", notes="the distillation row's students, one factor changed: "
+               "`knowledge: [prob]`; other runs shared", ablation_of="distillation"),
     Comparison("ssl", "FixMatch, Mean Teacher, Π-model > supervised (10 labels per class)",
                [("FixMatch", "supervised"), ("Mean Teacher", "supervised"), ("Π-model", "supervised")],
                [ssl_job("supervised", "ssl-supervised"), ssl_job("FixMatch", "fixmatch"),
                 ssl_job("Mean Teacher", "mean-teacher"), ssl_job("Π-model", "pi-model")],
                budget="iterations", source="docs/semi_supervised.md (thesis ch. 5)"),
+    # Ablation of "ssl": Mean Teacher's student peaks early and then falls while the consistency weight
+    # ramps up; weak-weak views leave the consistency target almost the student's own prediction.
+    Comparison("ssl-views", "ablation of ssl: consistency methods with FixMatch's strong views > supervised",
+               [("Mean Teacher, strong views", "supervised"), ("Π-model, strong views", "supervised"),
+                ("Mean Teacher, strong views", "Mean Teacher")],
+               [ssl_job("supervised", "ssl-supervised"), ssl_job("Mean Teacher", "mean-teacher"),
+                ssl_job("Mean Teacher, strong views", "mean-teacher", "mean-teacher-strong", views="strong"),
+                ssl_job("Π-model, strong views", "pi-model", "pi-model-strong", views="strong")],
+               budget="iterations", source="docs/semi_supervised.md",
+               notes="`views: strong` (ζ1 strong, ζ2 weak, as FixMatch); other runs shared", ablation_of="ssl"),
     Comparison("generations", "self-distillation > BAN, per generation",
                [(f"self-distill gen {g}", f"ban gen {g}") for g in range(1, GENERATIONS + 1)],
                [generations_job("ban"), generations_job("self-distill")],
                budget="max epochs per generation", source="docs/self_distillation.md (Takagi & Hattori 2019)"),
+    # Ablation of "generations": is self-distillation's first generation only slower (soft targets from
+    # the earlier epochs' predictions) at this budget?
+    Comparison("generations-longer", "ablation of generations: self-distillation > BAN, one generation, "
+               "twice the epochs", [("self-distill gen 1 (2x epochs)", "ban gen 1 (2x epochs)")],
+               [generations_job("ban", 1, longer=2), generations_job("self-distill", 1, longer=2)],
+               budget="max epochs per generation", source="docs/self_distillation.md",
+               notes="generation 1 only (BAN's is vanilla training under the plateau rules), cap 2x the "
+                     "study's epochs", ablation_of="generations"),
     Comparison("search-vs-dml", "searched KTG (4 gates, 3 nodes) > DML x3 at equal training budget",
                [("searched KTG", "DML x3")],
                [search_job("searched KTG", "ktg-4gates-3nodes"),
@@ -256,7 +293,7 @@ COMPARISONS = [
                source="thesis ch. 3", notes="search: 4 random trials of 2 epochs per seed, each space"),
 ]
 BY_NAME = {c.name: c for c in COMPARISONS}
-CANONICAL = "OMP_NUM_THREADS=1 python scripts/study.py --out study/ --seeds 5 --epochs 10"
+CANONICAL = "OMP_NUM_THREADS=1 python scripts/study.py --out study/ --seeds 5 --epochs 10 --jobs 2"
 BUDGET_NOTE = ("vanilla cnn_small (seed 1) trained for 12 epochs under the recipe's cosine schedule reached "
                "val 96.2 % at epoch 8, 97.0 % at 10 and 97.2 % at 11-12 (test 96.1 / 96.4 / 97.1), so 5 "
                "epochs (docs/rampup.md) is short of convergence and 10 is within ~0.2 pp of 12; more epochs "
@@ -264,62 +301,13 @@ BUDGET_NOTE = ("vanilla cnn_small (seed 1) trained for 12 epochs under the recip
 MULTI_ARM = {j.name for c in COMPARISONS for j in c.jobs if len(j.arms) > 1}  # one row per arm, wall split
 
 
-# ---------------------------------------------------------------- results.csv
-def read_results(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    with path.open(newline="") as f:  # a line cut by a killed writer is dropped, its run redone
-        rows = [r for r in csv.DictReader(f) if None not in r.values() and None not in r]
-    for r in rows:
-        r["seed"] = int(r["seed"])
-        for k in ("val", "test", "wall_s"):
-            r[k] = float(r[k])
-    return rows
-
-
-def append_results(path: Path, rows: list[dict]) -> None:
-    new = not path.exists()
-    with path.open("a", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=FIELDS)
-        if new:
-            w.writeheader()
-        w.writerows(rows)
-        f.flush()
-        os.fsync(f.fileno())
-
-
+# ---------------------------------------------------------------- running (scripts/study_runner.py)
 def run_comparison(comp: Comparison, seeds: list[int], ctx: Ctx, budget: str, csv_path: Path,
                    deadline: float | None = None, log=None) -> str:
-    """Runs every job of ``comp`` for every seed that results.csv lacks (a job
-    another comparison already ran on that seed and budget is copied, not
-    rerun); returns the comparison's state: "done" or why it stopped."""
-    log = log or (lambda line: print(line, flush=True))
-    for seed in seeds:
-        for job in comp.jobs:
-            have = [r for r in read_results(csv_path) if r["seed"] == seed and r["budget"] == budget]
-            if set(job.arms) <= {r["arm"] for r in have if r["comparison"] == comp.name}:
-                continue
-            earlier = {r["arm"]: r for r in have if r["run"] == job.name}
-            if len(job.arms) == 1 and earlier:  # same run scored under another comparison's arm name
-                src = next(iter(earlier.values()))
-                # wall 0: its time counts once, in the comparison that trained it
-                append_results(csv_path, [{**src, "comparison": comp.name, "arm": job.arms[0], "wall_s": 0.0,
-                                           "selected": f"{src['selected']} (run of {src['comparison']})"}])
-                log(f"{comp.name:<14} seed {seed} {job.name:<22} reused from {src['comparison']}")
-                continue
-            if deadline is not None and time.time() > deadline:
-                return f"stopped before run {job.name!r} seed {seed}"
-            t0 = time.time()
-            scores = job.fn(seed, ctx)
-            wall = time.time() - t0
-            rows = [{"comparison": comp.name, "arm": arm, "seed": seed, "budget": budget, "run": job.name,
-                     "val": s["val"], "test": s["test"], "selected": s["selected"],
-                     "wall_s": round(wall / len(scores), 1)} for arm, s in scores.items()]
-            append_results(csv_path, rows)
-            log(f"{comp.name:<14} seed {seed} {job.name:<22} " +
-                "  ".join(f"{r['arm']}: test {r['test']:.2f} ({r['selected']})" for r in rows) +
-                f"  [{wall:.0f} s]")
-    return "done"
+    """Runs, in this process, every job of ``comp`` for every seed that
+    results.csv lacks; returns the comparison's state: "done" or why not."""
+    return run_all([comp], seeds, lambda _: budget, csv_path, [comp, *COMPARISONS], ctx=ctx,
+                   deadline=deadline, log=log)[comp.name]
 
 
 # ---------------------------------------------------------------- the page
@@ -400,16 +388,26 @@ def ablation_lines(rows: list[dict]) -> list[str]:
     return out or ["Every measured claim holds."]
 
 
+def invocations(status: dict, command: str) -> list[tuple[str, str]]:
+    """(command, elapsed) per invocation; invocations before elapsed times were
+    recorded say so."""
+    cmds = status.get("_invocations", [command])
+    elapsed = status.get("_elapsed_min", [])
+    elapsed = [None] * (len(cmds) - len(elapsed)) + elapsed
+    return [(c, "elapsed not recorded" if e is None else f"{e:g} min") for c, e in zip(cmds, elapsed)]
+
+
 def write_page(csv_path: Path, page: Path, plot: Path, command: str, status: dict, info: dict,
                epochs: int, ssl_iterations: int) -> None:
     rows = read_results(csv_path)
     lines = ["# Evidence: each method against its baseline on MNIST-5k", "",
              "Written by `scripts/study.py` from its `results.csv`; do not edit by hand.", "",
              f"* command (runs, or resumes, the whole study): `{CANONICAL}`",
-             "* invocations that wrote this results.csv (in order): "
-             + "; ".join(f"`{c}`" for c in status.get("_invocations", [command])),
-             f"* total wall time of the runs: {sum(r['wall_s'] for r in rows) / 60:.1f} min "
-             "(sum over runs; the CPU is shared with other jobs, so run times vary with the load)",
+             "* invocations that wrote this results.csv (in order, with their elapsed time): "
+             + "; ".join(f"`{c}` ({e})" for c, e in invocations(status, command)),
+             f"* wall time summed over runs: {sum(r['wall_s'] for r in rows) / 60:.1f} min "
+             "(with `--jobs 2` two runs share the 2 cores, so each takes longer than alone and the "
+             "elapsed time is about half this sum)",
              f"* commit: `{info['commit']}`",
              f"* machine: {info['cpu']}, {info['cores']} cores, torch {info['torch']}, "
              f"Python {info['python']}, 1 intra-op thread per run, CPU shared with other jobs",
@@ -490,6 +488,17 @@ def dry_data():
     return dataclasses.replace(d, train=cut(d.train, 256), val=cut(d.val, 100), test=cut(d.test, 100))
 
 
+def budget_name(comp: Comparison, epochs: int, iters: int) -> str:
+    return f"{iters} it" if comp.budget == "iterations" else f"{epochs} ep"
+
+
+def make_ctx(dry: bool, out: str, epochs: int, threads: int, iters: int) -> Ctx:
+    """The study's context (in this process, or in each worker of --jobs)."""
+    from ktgfast.data import get_dataset
+    return Ctx(dry_data() if dry else get_dataset("mnist5k"), Path(out), epochs, threads, dry, iters,
+               10 if dry else 100)
+
+
 def parse(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="study")
@@ -498,7 +507,9 @@ def parse(argv=None) -> argparse.Namespace:
     ap.add_argument("--epochs", type=int, default=10, help="epochs of every supervised run (cap per generation)")
     ap.add_argument("--ssl-iterations", type=int, default=600)
     ap.add_argument("--max-minutes", type=float, default=None, help="start no new run after this")
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1, help="intra-op threads per run")
+    ap.add_argument("--jobs", type=int, default=min(os.cpu_count() or 1, 8),
+                    help="runs side by side, each in its own process (default: the CPU count, at most 8)")
     ap.add_argument("--page", default=str(ROOT / "docs" / "results.md"))
     ap.add_argument("--page-only", action="store_true", help="rewrite the page from results.csv")
     ap.add_argument("--dry-run", action="store_true")
@@ -507,9 +518,9 @@ def parse(argv=None) -> argparse.Namespace:
     bad = [r for r in rows if r not in BY_NAME]
     if bad:
         ap.error(f"--rows {','.join(bad)}: unknown; allowed: {', '.join(BY_NAME)}")
-    if args.seeds < 1 or args.epochs < 1 or args.ssl_iterations < 1:
-        ap.error(f"--seeds {args.seeds} / --epochs {args.epochs} / --ssl-iterations {args.ssl_iterations}: "
-                 "each must be >= 1")
+    if min(args.seeds, args.epochs, args.ssl_iterations, args.jobs, args.threads) < 1:
+        ap.error(f"--seeds {args.seeds} / --epochs {args.epochs} / --ssl-iterations {args.ssl_iterations} / "
+                 f"--jobs {args.jobs} / --threads {args.threads}: each must be >= 1")
     args.rows = rows
     return args
 
@@ -529,23 +540,21 @@ def main(argv=None) -> int:
     command = "OMP_NUM_THREADS=1 python scripts/study.py " + " ".join(argv if argv is not None else sys.argv[1:])
     if not args.page_only:
         status.setdefault("_invocations", []).append(command)
-        from ktgfast.data import get_dataset
-        ctx = Ctx(dry_data() if args.dry_run else get_dataset("mnist5k"), out, epochs, args.threads,
-                  args.dry_run, iters, 10 if args.dry_run else 100)
+        ctx_args = (args.dry_run, str(out), epochs, args.threads, iters)
         deadline = time.time() + 60 * args.max_minutes if args.max_minutes else None
-        for name in args.rows:
-            comp = BY_NAME[name]
-            budget = f"{iters} it" if comp.budget == "iterations" else f"{epochs} ep"
-            status[name] = "interrupted: the invocation running it stopped before it finished"
-            status_path.write_text(json.dumps(status, indent=1))
-            try:
-                state = run_comparison(comp, seeds, ctx, budget, csv_path, deadline)
-                status[name] = state if state == "done" else (
-                    f"the study's time budget (--max-minutes {args.max_minutes:g}) was spent: {state}")
-            except Exception as exc:  # one failed row does not stop the others; the page says why
-                traceback.print_exc()
-                status[name] = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
-            status_path.write_text(json.dumps(status, indent=1))
+        selected = [BY_NAME[name] for name in args.rows]
+        for comp in selected:
+            status[comp.name] = "interrupted: the invocation running it stopped before it finished"
+        status_path.write_text(json.dumps(status, indent=1))
+        t0 = time.time()
+        states = run_all(selected, seeds, lambda c: budget_name(c, epochs, iters), csv_path, COMPARISONS,
+                         ctx=make_ctx(*ctx_args) if args.jobs == 1 else None, jobs=args.jobs,
+                         make_ctx=make_ctx, ctx_args=ctx_args, threads=args.threads, deadline=deadline)
+        status.setdefault("_elapsed_min", []).append(round((time.time() - t0) / 60, 1))
+        for name, state in states.items():
+            status[name] = state if not state.startswith("stopped") else (
+                f"the study's time budget (--max-minutes {args.max_minutes:g}) was spent: {state}")
+        status_path.write_text(json.dumps(status, indent=1))
     write_page(csv_path, page, page.with_suffix(".png"), command, status, machine(), epochs, iters)
     print(f"page: {page}")
     return 0

@@ -104,6 +104,56 @@ def test_deadline_stops_before_a_job(tmp_path):
     assert calls == [] and state.startswith("stopped")
 
 
+def test_a_needed_run_is_planned_and_runs_first(tmp_path):
+    """A job that needs another (distillation needs the seed's teachers) gets
+    it trained first, under the comparison that owns it, even when that
+    comparison was not selected; a second need of the same run is not retrained."""
+    calls: list = []
+    teach = stub_job("teach", "T", calls, 50.0)
+    owner = study.Comparison("own", "T > U", [("T", "U")], [teach])
+    student = study.Job("stu", ("S",), stub_job("stu", "S", calls, 60.0).fn, needs=("teach",))
+    other = study.Job("stu2", ("S2",), stub_job("stu2", "S2", calls, 70.0).fn, needs=("teach",))
+    comp = study.Comparison("c", "S > S2", [("S", "S2")], [student, other])
+    csv_path = tmp_path / "r.csv"
+    state = study.run_all([comp], [0, 1], lambda _: "1 ep", csv_path, [owner, comp], ctx=None,
+                          log=lambda _: None)
+    assert state == {"c": "done"}
+    for seed in (0, 1):
+        mine = [c for c in calls if c[1] == seed]
+        assert mine.index(("teach", seed)) < mine.index(("stu", seed)) and mine.count(("teach", seed)) == 1
+    rows = study.read_results(csv_path)
+    assert {(r["comparison"], r["arm"]) for r in rows} == {("own", "T"), ("c", "S"), ("c", "S2")}
+
+
+def test_a_failed_need_stops_only_its_dependents(tmp_path):
+    calls: list = []
+
+    def broken(seed, ctx):
+        raise RuntimeError("teachers diverged")
+
+    owner = study.Comparison("own", "T > U", [("T", "U")], [study.Job("teach", ("T",), broken)])
+    comp = study.Comparison("c", "S > V", [("S", "V")],
+                            [study.Job("stu", ("S",), stub_job("stu", "S", calls, 60.0).fn, needs=("teach",)),
+                             stub_job("v", "V", calls, 1.0)])
+    state = study.run_all([comp], [0], lambda _: "1 ep", tmp_path / "r.csv", [owner, comp], ctx=None,
+                          log=lambda _: None)
+    assert calls == [("v", 0)]  # the independent run still ran
+    assert state["c"].startswith("failed") and "'teach'" in state["c"]
+
+
+def test_unknown_need_is_named(tmp_path):
+    comp = study.Comparison("c", "S > V", [("S", "V")],
+                            [study.Job("stu", ("S",), lambda s, c: {}, needs=("nobody",))])
+    with pytest.raises(ValueError, match="job 'stu' needs 'nobody', which no comparison trains"):
+        study.run_all([comp], [0], lambda _: "1 ep", tmp_path / "r.csv", [comp], ctx=None)
+
+
+def test_every_study_job_need_is_trained_by_some_comparison():
+    names = {j.name for c in study.COMPARISONS for j in c.jobs}
+    assert {n for c in study.COMPARISONS for j in c.jobs for n in j.needs} <= names
+    assert all(study.BY_NAME[c.ablation_of] for c in study.COMPARISONS if c.ablation_of)
+
+
 def test_bad_rows_named(capsys):
     with pytest.raises(SystemExit):
         study.parse(["--rows", "dml,nope"])
@@ -121,3 +171,20 @@ def test_dry_run_one_comparison(tmp_path):
     assert "| dml | DML > vanilla | DML node 0 |" in page
     assert "**mixup**" in page and "not run" in page  # a row it did not run is listed, not invented
     assert (tmp_path / "results.png").stat().st_size > 0
+
+
+@pytest.mark.slow
+def test_parallel_dry_run_trains_the_teachers_before_their_students(tmp_path):
+    """--jobs 2: runs in two spawned processes; the distillation students wait
+    for their seed's teachers (a run of the ensembles row), results.csv is
+    written by the parent alone, and the invocation's elapsed time is kept."""
+    assert study.main(["--out", str(tmp_path), "--dry-run", "--rows", "distillation-prob", "--jobs", "2"]) == 0
+    rows = study.read_results(tmp_path / "results.csv")
+    assert sorted((r["comparison"], r["arm"], r["seed"]) for r in rows if r["seed"] == 0) == [
+        ("distillation-prob", "averaged", 0), ("distillation-prob", "per-teacher sum", 0),
+        ("distillation-prob", "per-teacher sum, prob only", 0), ("ensembles", "push-pull", 0)]
+    assert len(rows) == 8 and len({(r["comparison"], r["arm"], r["seed"]) for r in rows}) == 8
+    for seed in (0, 1):
+        assert any((tmp_path / "runs" / study.TEACHERS / f"seed{seed}").glob("*.pt"))
+    page = (tmp_path / "results.md").read_text()
+    assert "| distillation-prob |" in page and "min)" in page
