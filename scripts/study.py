@@ -158,23 +158,30 @@ def generations_job(method: str, generations: int = GENERATIONS, longer: int = 1
     return Job(name, tuple(f"{method} gen {g}{suffix}" for g in range(1, generations + 1)), fn)
 
 
-def search_job(arm: str, space: str) -> "Job":
-    """A small graph search (random sampler, seed = seed) on the val split, then
-    the best graph retrained for ``epochs`` like any other arm."""
+SEARCH_TRIALS = 4
+
+
+def search_job(arm: str, space: str, trials: int = SEARCH_TRIALS) -> "Job":
+    """A small graph search (random sampler, seed = seed) of ``trials`` trials of
+    2 epochs on the val split, then the best graph retrained for ``epochs`` like
+    any other arm.  One trial is a random graph of the space (the first one the
+    4-trial search of the same seed draws): no selection at all."""
+    name = f"search-{space}" + ("" if trials == SEARCH_TRIALS else f"-t{trials}")
+
     def fn(seed: int, ctx: Ctx) -> dict:
         from ktgfast.search import search
         from ktgfast.train import Trainer
-        folder = ctx.out / "searches" / f"seed{seed}"
+        folder = ctx.out / "searches" / (f"seed{seed}" + ("" if trials == SEARCH_TRIALS else f"-t{trials}"))
         shutil.rmtree(folder / f"{space}-mnist5k", ignore_errors=True)
-        res = search(space, "mnist5k", trials=1 if ctx.dry else 4, epochs=1 if ctx.dry else 2,
+        res = search(space, "mnist5k", trials=1 if ctx.dry else trials, epochs=1 if ctx.dry else 2,
                      out=str(folder), seed=seed, config={"threads": ctx.threads, "device": "cpu"})
         if res.best_graph is None:
             raise RuntimeError(f"search {space} seed {seed}: no trial finished")
         g = res.best_graph
-        t = Trainer(g, ctx.data, ctx.config(f"searched-{space}", seed))
+        t = Trainer(g, ctx.data, ctx.config("searched-" + name[len("search-"):], seed))
         t.fit()
         return {arm: select(t.history, g.target_name)}
-    return Job(f"search-{space}", (arm,), fn)
+    return Job(name, (arm,), fn)
 
 
 # ---------------------------------------------------------------- the table
@@ -254,6 +261,19 @@ COMPARISONS = [
                 distill_job("per-teacher sum, prob only", "distill-sum-prob", knowledge=["prob"])],
                source="docs/ensemble.md", notes="the distillation row's students, one factor changed: "
                "`knowledge: [prob]`; other runs shared", ablation_of="distillation"),
+    # Ablation of "distillation": K summed per-teacher KL terms pull like one KL to the teachers' mean
+    # probability with weight K (docs/methods.md); kd_weight 1/K removes that factor.
+    Comparison("distillation-scale", "ablation of distillation: per-teacher + PCGrad > per-teacher sum > "
+               "averaged, each teacher term weighted 1/3",
+               [("per-teacher PCGrad ÷3", "per-teacher sum ÷3"), ("per-teacher sum ÷3", "averaged"),
+                ("per-teacher sum ÷3", "per-teacher sum")],
+               [distill_job("averaged", "distill-avg", target="ensemble", knowledge=["prob"]),
+                distill_job("per-teacher sum", "distill-sum", knowledge=["prob", "att"]),
+                distill_job("per-teacher sum ÷3", "distill-sum-w3", knowledge=["prob", "att"], kd_weight=1 / 3),
+                distill_job("per-teacher PCGrad ÷3", "distill-pcgrad-w3", knowledge=["prob", "att"],
+                            aggregate="pcgrad", kd_weight=1 / 3)],
+               source="docs/methods.md (distillation)", notes="the distillation row's students with "
+               "`kd_weight: 1/3` (3 teachers); other runs shared", ablation_of="distillation"),
     Comparison("ssl", "FixMatch, Mean Teacher, Π-model > supervised (10 labels per class)",
                [("FixMatch", "supervised"), ("Mean Teacher", "supervised"), ("Π-model", "supervised")],
                [ssl_job("supervised", "ssl-supervised"), ssl_job("FixMatch", "fixmatch"),
@@ -287,6 +307,15 @@ COMPARISONS = [
                 graph_job("DML x3", "dml3", "dml", "node0", {"k": 3})],
                source="Minami et al. 2020 (KTG), Table 2",
                notes="search: 4 random trials of 2 epochs per seed (a tiny budget; the paper: 1,500+ trials)"),
+    # Ablation of "search-vs-dml": does a 4-trial, 2-epoch search select anything? Its best graph
+    # against the first graph it drew (a 1-trial search: a random graph of the space).
+    Comparison("search-selection", "ablation of search-vs-dml: best of 4 trials > a random graph of the space",
+               [("searched KTG", "random KTG graph"), ("DML x3", "random KTG graph")],
+               [search_job("searched KTG", "ktg-4gates-3nodes"),
+                search_job("random KTG graph", "ktg-4gates-3nodes", trials=1),
+                graph_job("DML x3", "dml3", "dml", "node0", {"k": 3})],
+               source="Minami et al. 2020 (KTG)", notes="the random graph is trial 0 of the same seed's "
+               "search, retrained the same way; other runs shared", ablation_of="search-vs-dml"),
     Comparison("sine-vs-4gates", "Sine-gate search > four-gate search (3 nodes)",
                [("Sine gates", "four gates")],
                [search_job("four gates", "ktg-4gates-3nodes"), search_job("Sine gates", "ktg-sine-3nodes")],

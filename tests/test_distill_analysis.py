@@ -167,7 +167,40 @@ def test_conflicts_are_written_and_survive_resume(tmp_path, teacher_run, data):
                   resume=True)
 
 
+def test_kd_weight_scales_every_teacher_term_and_only_those(tmp_path, teacher_run, data):
+    """kd_weight multiplies each prob/att term (not the label CE); 1/K of the K
+    per-teacher KL gradients equals the gradient of one KL to the teachers'
+    mean probabilities (docs/methods.md), checked on the student's logits."""
+    x, y = data.train.images[:16].float() / 255, data.train.labels[:16]
+    losses = {}
+    for w in (1.0, 1 / 3):
+        d = Distiller(settings(teacher_run, knowledge=["prob", "att"], kd_weight=w), data,
+                      config(tmp_path / f"w{w:.2f}"))
+        losses[w] = d.task_losses(x, y).detach()
+    assert losses[1.0][0] == losses[1 / 3][0]
+    assert torch.allclose(losses[1 / 3][1:], losses[1.0][1:] / 3, rtol=1e-6, atol=0)
+    T, zs = 2.0, torch.randn(8, 5, dtype=torch.float64, requires_grad=True)
+    zt = [torch.randn(8, 5, dtype=torch.float64) * 3 for _ in range(3)]
+    per = torch.autograd.grad(sum(soft_kl(zs, z, T) for z in zt) / 3, zs)[0]
+    mean_p = torch.stack([F.softmax(z / T, -1) for z in zt]).mean(0)
+    one = torch.autograd.grad(T * T * F.kl_div(F.log_softmax(zs / T, -1), mean_p, reduction="batchmean"), zs)[0]
+    assert torch.allclose(per.double(), one, rtol=1e-5, atol=1e-7)  # soft_kl computes in float32
+
+
+def test_resume_refuses_changed_distill_settings(tmp_path, teacher_run, data):
+    Distiller(settings(teacher_run), data, config(tmp_path / "r", epochs=2)).train_epoch()
+    with pytest.raises(ValueError, match=r"distill.kd_weight = 0.5 differs from the checkpoint's 1.0"):
+        Distiller(settings(teacher_run, kd_weight=0.5), data, config(tmp_path / "r", epochs=2), resume=True)
+    with pytest.raises(ValueError, match=r"distill.T = 4.0 differs from the checkpoint's 2.0"):
+        Distiller(settings(teacher_run, T=4.0), data, config(tmp_path / "r", epochs=2), resume=True)
+    # a setting that only changes the speed may change
+    Distiller(settings(teacher_run, batched_grads=False), data, config(tmp_path / "r", epochs=2),
+              resume=True).fit()
+
+
 @pytest.mark.parametrize("kw,match", [
+    ({"kd_weight": -1.0}, "distill.kd_weight = -1.0; allowed: a number >= 0"),
+    ({"att_weight": "x"}, "distill.att_weight"),
     ({"target": "mean"}, "distill.target"), ({"knowledge": ["logits"]}, "distill.knowledge"),
     ({"aggregate": "avg"}, "distill.aggregate"), ({"T": 0}, "temperature"),
 ])

@@ -63,7 +63,7 @@ def _distill(args: argparse.Namespace) -> int:
     settings = DistillSettings(
         teachers=args.teachers, teacher_nodes=args.teacher_nodes.split(",") if args.teacher_nodes else None,
         student=args.student, target=args.target, knowledge=args.knowledge.split(","), T=args.T,
-        att_weight=args.att_weight, aggregate=args.aggregate, order=args.order,
+        att_weight=args.att_weight, kd_weight=args.kd_weight, aggregate=args.aggregate, order=args.order,
         pcgrad_reduction=args.pcgrad_reduction, batched_grads=not args.no_batched_grads)
     trainer = Distiller(settings, args.data, config_from_args(args), resume=args.resume,
                         overwrite=args.overwrite)
@@ -97,6 +97,9 @@ def add_distill(sub, method: str | None = None) -> None:
                    help="KL temperature (the thesis tries 1, 2, 5, 10; default: 2)")
     g.add_argument("--att-weight", type=float, default=1.0, metavar="W",
                    help="weight of the attention losses (default: 1)")
+    g.add_argument("--kd-weight", type=float, default=1.0, metavar="W",
+                   help="weight of every teacher term, prob and att (default: 1, the thesis's plain sum; "
+                        "1/K gives K per-teacher terms the scale of one averaged term)")
     g.add_argument("--aggregate", default="sum", choices=["sum", "pcgrad"],
                    help="combine the per-teacher gradients by sum or PCGrad (default: sum)")
     g.add_argument("--order", default="random", choices=["random", "fixed"],

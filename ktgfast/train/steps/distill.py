@@ -16,6 +16,11 @@ Tasks (one loss each, in this order):
 
 ``target="ensemble"`` replaces the per-teacher terms by one term on the
 averaged ensemble (mean logits; mean map) — the baseline of table 4.9.
+``kd_weight`` multiplies every prob/att term: with K teachers, the
+gradient of the K summed KL terms with respect to the student's logits is
+K times that of one KL to the teachers' mean probabilities, so
+``kd_weight = 1/K`` gives the per-teacher sum the averaged target's
+scale (docs/methods.md).
 ``aggregate="sum"`` back-propagates the sum of the task losses;
 ``aggregate="pcgrad"`` gets the task gradients with one batched backward,
 projects them (``ktgfast.ops.pcgrad``) and counts conflicts per task pair
@@ -48,6 +53,7 @@ TARGETS = ("per-teacher", "ensemble")
 KNOWLEDGE = ("prob", "att")
 AGGREGATIONS = ("sum", "pcgrad")
 ORDERS = ("random", "fixed")
+SPEED_ONLY = ("batched_grads",)  # settings a resume may change: the same numbers, another speed
 
 
 @dataclass
@@ -59,6 +65,7 @@ class DistillSettings:
     knowledge: list[str] = field(default_factory=lambda: ["prob"])
     T: float = 2.0
     att_weight: float = 1.0
+    kd_weight: float = 1.0            # multiplies every prob/att term (1: the thesis's plain sum)
     aggregate: str = "sum"
     order: str = "random"                  # PCGrad's visiting order
     pcgrad_reduction: str = "sum"
@@ -78,6 +85,10 @@ class DistillSettings:
             bad("order", self.order, ORDERS)
         if self.pcgrad_reduction not in ("sum", "mean"):
             bad("pcgrad_reduction", self.pcgrad_reduction, ("sum", "mean"))
+        for name in ("att_weight", "kd_weight"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
+                raise ValueError(f"distill.{name} = {v!r}; allowed: a number >= 0")
         if not (isinstance(self.T, (int, float)) and self.T > 0):
             raise ValueError(f"distill.T = {self.T!r}; the temperature must be > 0 (thesis: 1, 2, 5, 10)")
         return self
@@ -221,10 +232,11 @@ class DistillStep(Step):
             logits = [t.logits for t in teach]
             maps = [t.attention for t in teach] if self.need_maps else []
         losses = [label]
+        w = s.kd_weight
         if "prob" in s.knowledge:
-            losses += [soft_kl(out.logits, z, s.T) for z in logits]
+            losses += [w * soft_kl(out.logits, z, s.T) for z in logits]
         if "att" in s.knowledge:
-            losses += [s.att_weight * attention_distance(out.attention, q) for q in maps]
+            losses += [w * s.att_weight * attention_distance(out.attention, q) for q in maps]
         return torch.stack(losses)
 
     def train_step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -264,12 +276,21 @@ class DistillStep(Step):
 
     def extra_state(self) -> dict:
         return {"conflicts": self.conflicts.cpu(), "order_rng": self.order_rng.get_state(),
-                "tasks": self.task_names}
+                "tasks": self.task_names, "settings": asdict(self.settings)}
 
     def load_extra_state(self, state: dict) -> None:
         if state.get("tasks") != self.task_names:
             raise ValueError(f"checkpoint tasks {state.get('tasks')} differ from this run's "
                              f"{self.task_names}; resume with the same distillation settings")
+        saved = state.get("settings")  # absent in checkpoints written before it was saved
+        if saved is not None:
+            defaults = asdict(DistillSettings(teachers=""))
+            for name, value in asdict(self.settings).items():
+                old = saved.get(name, defaults[name])
+                if name not in SPEED_ONLY and old != value:
+                    raise ValueError(f"distill.{name} = {value!r} differs from the checkpoint's {old!r}; "
+                                     "a resumed distillation keeps its settings (start a new --out to "
+                                     "change them)")
         self.conflicts = state["conflicts"].to(self.conflicts.device)
         self.order_rng.set_state(state["order_rng"])
 
