@@ -563,7 +563,7 @@ def draw(plotted: list, path: Path) -> None:
         ax.errorbar(p.mean, i, xerr=err, fmt="o", color=color, capsize=3)
     ax.set_yticks(range(len(plotted)), [lab for lab, _ in reversed(plotted)], fontsize=8)
     ax.axvline(0, color="k", lw=0.8)
-    ax.set_xlabel("paired test-accuracy difference, paper's better arm − other (pp), 95 % t CI")
+    ax.set_xlabel("paired test-accuracy difference A − B (pp), 95 % t CI")
     ax.set_title("MNIST-5k: green holds, red reversed, grey not resolved", fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
