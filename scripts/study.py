@@ -29,10 +29,9 @@ from pathlib import Path
 from typing import Callable
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from study_page import PageSpec, machine, table_rows, write_page  # noqa: E402,F401
+from study_page import ROOT, PageSpec, machine, table_rows, write_page  # noqa: E402,F401
 from study_runner import FIELDS, append_results, read_results, run_all  # noqa: E402,F401
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 # ---------------------------------------------------------------- context

@@ -156,6 +156,12 @@ def _copy(task: Task, csv_path: Path, log) -> bool:
     return True
 
 
+def _failed(exc: BaseException) -> str:
+    """A run's failure as the one line the page shows."""
+    first = str(exc).splitlines()[0][:200] if str(exc) else ""
+    return f"failed: {type(exc).__name__}: {first}"
+
+
 def run_all(selected, seeds, budget_of: Callable, csv_path: Path, comparisons, *, ctx=None,
             jobs: int = 1, make_ctx: Callable | None = None, ctx_args: tuple = (), threads: int = 1,
             deadline: float | None = None, log=None) -> dict[str, str]:
@@ -215,7 +221,7 @@ def run_all(selected, seeds, budget_of: Callable, csv_path: Path, comparisons, *
                 scores = t.job.fn(t.seed, ctx)
             except Exception as exc:  # one failed run does not stop the others; the page says why
                 traceback.print_exc()
-                blame(t, f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
+                blame(t, _failed(exc))
                 continue
             record(t, scores, time.time() - t0)
     else:
@@ -236,7 +242,7 @@ def run_all(selected, seeds, budget_of: Callable, csv_path: Path, comparisons, *
                         scores, wall = fut.result()
                     except Exception as exc:  # noqa: BLE001 - as above
                         log(f"{t.comp.name} seed {t.seed} {t.job.name}: {type(exc).__name__}: {exc}")
-                        blame(t, f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}")
+                        blame(t, _failed(exc))
                         continue
                     record(t, scores, wall)
     for t in pending:  # never became ready and nothing else said why
